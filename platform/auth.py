@@ -1,0 +1,26 @@
+"""Ray token authentication for the driver process.
+
+Ray reads ``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN_PATH`` from the environment and caches the token
+in-process; switching clusters (tests start several) needs the cache reset as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def use_token(token_path: Path | str | None) -> None:
+    """Make this process (and the processes it starts) authenticate with the token at
+    ``token_path``; ``None`` turns token authentication off for this process."""
+    if token_path is None:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

@@ -1,0 +1,61 @@
+"""Placement of herd's control-plane actors: detached, restartable, pinned to the head node.
+
+Like Ray Serve's controller, a control-plane actor dies only with the cluster; its state is
+written through to the GCS KV store (``herd.platform.kv``) so a restarted incarnation reloads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from herd.platform.errors import ClusterError, NotConnectedError
+
+HERD_NAMESPACE = "herd"
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def require_ray() -> None:
+    if not ray.is_initialized():
+        raise NotConnectedError("Ray is not initialised: call herd.platform.cluster.connect() first")
+
+
+def head_node_id() -> str:
+    """Node id (hex) of the cluster's head node."""
+    require_ray()
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}):
+            return node["NodeID"]
+    raise ClusterError("no live head node found in the GCS node table")
+
+
+def pinned_options(node_id: str, *, soft: bool = False) -> dict[str, Any]:
+    """Options that pin an actor to ``node_id`` (hard affinity unless ``soft``)."""
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=soft)}
+
+
+def control_plane_options(name: str, *, max_concurrency: int = 1000) -> dict[str, Any]:
+    """``.options(...)`` for a named control-plane actor: get-or-create, detached, restartable,
+    no CPU, hard-pinned to the head node, in the ``herd`` namespace."""
+    return {
+        "name": name,
+        "namespace": HERD_NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "num_cpus": 0,
+        "max_concurrency": max_concurrency,
+        **pinned_options(head_node_id()),
+    }
+
+
+def get_named(name: str) -> Any | None:
+    """The handle of a named herd actor, or None when it does not exist."""
+    require_ray()
+    try:
+        return ray.get_actor(name, namespace=HERD_NAMESPACE)
+    except ValueError:
+        return None

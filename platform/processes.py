@@ -1,0 +1,62 @@
+"""Process bookkeeping for nodes herd starts: every process of a ``ray start --block`` node lives
+in the session of its leader (Ray's workers change their process group, not their session)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of ``pid`` from /proc, or None when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may hold spaces: parse after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    state, session = fields[0], int(fields[3])
+    return None if state == "Z" else session
+
+
+def session_pids(leader: int) -> list[int]:
+    """Every live (non-zombie) process in the session led by ``leader``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and session_of(int(entry)) == leader:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def signal_session(leader: int, sig: signal.Signals) -> list[int]:
+    """Send ``sig`` to every process of the session; returns the pids signalled."""
+    sent = []
+    for pid in session_pids(leader):
+        try:
+            os.kill(pid, sig)
+            sent.append(pid)
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def wait_session_gone(leader: int, timeout_s: float) -> list[int]:
+    """Wait until no process of the session is left; returns the survivors at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = session_pids(leader)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def kill_session(leader: int, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL every process of the session (repeating for late forks); returns survivors."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        signal_session(leader, signal.SIGKILL)
+        left = wait_session_gone(leader, min(0.5, max(0.0, deadline - time.monotonic())))
+        if not left or time.monotonic() >= deadline:
+            return left

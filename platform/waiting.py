@@ -1,0 +1,25 @@
+"""Deadline-bounded waiting: herd never waits without a deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from herd.platform.errors import HerdTimeoutError
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns a truthy value and return it; raise
+    ``HerdTimeoutError`` naming ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise HerdTimeoutError(f"{what} not reached within {timeout:.1f} s")
+        time.sleep(interval)
