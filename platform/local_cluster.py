@@ -66,7 +66,9 @@ class LocalNode:
 
     @property
     def alive(self) -> bool:
-        return self.state in ("running", "paused")
+        """Started by us, not stopped or killed by us, and its processes still exist (a raylet
+        the GCS declared dead exits on its own)."""
+        return self.state in ("running", "paused") and bool(self.pids())
 
 
 @dataclass

@@ -1,0 +1,290 @@
+"""Cluster membership: ``NodeUp`` / ``NodeDown`` events from the GCS node table.
+
+Ray has no push API for node events, so one control-plane actor (``herd/membership``, detached,
+pinned to the head node, restartable) polls ``ray.nodes()`` every ~100 ms, diffs it against its
+last view and delivers events:
+
+* to actor subscribers, pushed as ``getattr(handle, method).remote(event)``; a subscriber whose
+  actor is dead is dropped;
+* to drivers, through ``Membership.events()``, an iterator that long-polls the actor's event log.
+
+Failure detection itself is Ray's (GCS health checks, see ``HealthCheckConfig``); the poll adds at
+most one interval. The view, the event sequence and the subscribers are written through to the
+GCS KV store, so a restarted actor reloads them and reports the changes it missed as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from herd.platform import kv, rpc
+from herd.platform.control_plane import control_plane_options, get_named, require_ray
+from herd.platform.errors import ConfigError, HerdError
+from herd.platform.logging import get_logger
+
+ACTOR_NAME = "herd/membership"
+KV_STATE = "membership/state"
+DEFAULT_POLL_S = 0.1
+EVENT_LOG_SIZE = 10_000
+LONG_POLL_S = 2.0
+
+log = get_logger("herd.membership")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node as the GCS node table shows it."""
+
+    node_id: str
+    address: str
+    alive: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    is_head: bool = False
+
+    @property
+    def region(self) -> str | None:
+        return self.labels.get("region")
+
+    @property
+    def zone(self) -> str | None:
+        return self.labels.get("zone")
+
+    @classmethod
+    def from_ray(cls, entry: dict[str, Any]) -> NodeInfo:
+        labels = {k: v for k, v in (entry.get("Labels") or {}).items()
+                  if not k.startswith("ray.io/")}
+        resources = dict(entry.get("Resources") or {})
+        return cls(node_id=entry["NodeID"], address=entry.get("NodeManagerAddress", ""),
+                   alive=bool(entry.get("Alive")), labels=labels, resources=resources,
+                   is_head="node:__internal_head__" in resources)
+
+
+@dataclass(frozen=True)
+class NodeUp:
+    seq: int
+    node: NodeInfo
+    at: float  # wall-clock time the membership actor saw the change
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def region(self) -> str | None:
+        return self.node.region
+
+
+@dataclass(frozen=True)
+class NodeDown:
+    seq: int
+    node: NodeInfo
+    at: float
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def region(self) -> str | None:
+        return self.node.region
+
+
+MembershipEvent = NodeUp | NodeDown
+
+
+def diff_views(old: dict[str, NodeInfo], new: dict[str, NodeInfo], first_seq: int,
+               at: float) -> list[MembershipEvent]:
+    """Events that turn view ``old`` into view ``new`` (both: node id -> info, alive only)."""
+    events: list[MembershipEvent] = []
+    seq = first_seq
+    for node_id in sorted(new.keys() - old.keys()):
+        events.append(NodeUp(seq, new[node_id], at))
+        seq += 1
+    for node_id in sorted(old.keys() - new.keys()):
+        gone = old[node_id]
+        events.append(NodeDown(seq, NodeInfo(gone.node_id, gone.address, False, gone.labels,
+                                             gone.resources, gone.is_head), at))
+        seq += 1
+    return events
+
+
+@ray.remote
+class MembershipActor:
+    """The control-plane actor behind ``Membership``. Async: every method runs on one loop."""
+
+    def __init__(self, poll_interval_s: float = DEFAULT_POLL_S) -> None:
+        self.poll_interval_s = poll_interval_s
+        state = kv.get_object(KV_STATE, default=None) or {}
+        self.view: dict[str, NodeInfo] = state.get("view", {})
+        self.seq: int = state.get("seq", 0)
+        self.subscribers: dict[bytes, tuple[Any, str]] = {
+            key: (cloudpickle.loads(blob), method)
+            for key, (blob, method) in state.get("subscribers", {}).items()}
+        self.log: collections.deque[MembershipEvent] = collections.deque(maxlen=EVENT_LOG_SIZE)
+        self.changed: asyncio.Condition | None = None
+        self.loop_task: asyncio.Task[None] | None = None
+        self.scans = 0
+        self.restarted = bool(state)
+
+    async def _ensure_loop(self) -> None:
+        if self.loop_task is None:
+            self.changed = asyncio.Condition()
+            self.loop_task = asyncio.get_running_loop().create_task(self._poll_forever())
+            await self._scan()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self._scan()
+            except Exception as exc:  # a failed GCS read must not end the loop
+                log.warning("membership_scan_failed", error=repr(exc))
+
+    async def _scan(self) -> None:
+        entries = await asyncio.to_thread(ray.nodes)
+        now = time.time()
+        current = {info.node_id: info for info in map(NodeInfo.from_ray, entries) if info.alive}
+        self.scans += 1
+        events = diff_views(self.view, current, self.seq + 1, now)
+        if not events:
+            return
+        self.view = current
+        self.seq = events[-1].seq
+        self.log.extend(events)
+        self._persist()
+        for event in events:
+            log.info("node_up" if isinstance(event, NodeUp) else "node_down",
+                     node_id=event.node_id, region=event.region, seq=event.seq)
+            self._push(event)
+        assert self.changed is not None
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _persist(self) -> None:
+        kv.put_object(KV_STATE, {
+            "view": self.view, "seq": self.seq,
+            "subscribers": {key: (cloudpickle.dumps(handle), method)
+                            for key, (handle, method) in self.subscribers.items()}})
+
+    def _push(self, event: MembershipEvent, only: bytes | None = None) -> None:
+        for key, (handle, method) in list(self.subscribers.items()):
+            if only is not None and key != only:
+                continue
+            ref = getattr(handle, method).remote(event)
+            asyncio.get_running_loop().create_task(self._watch_delivery(key, ref))
+
+    async def _watch_delivery(self, key: bytes, ref: ray.ObjectRef) -> None:
+        try:
+            await ref
+        except ray.exceptions.RayActorError:
+            if self.subscribers.pop(key, None) is not None:
+                log.info("subscriber_dropped", reason="actor dead")
+                self._persist()
+        except Exception as exc:  # the subscriber's handler raised: its problem, keep it
+            log.warning("subscriber_handler_failed", error=repr(exc))
+
+    async def nodes(self) -> list[NodeInfo]:
+        await self._ensure_loop()
+        return sorted(self.view.values(), key=lambda n: n.node_id)
+
+    async def subscribe(self, handle: Any, method: str, replay: bool = True) -> int:
+        """Push future events to ``handle.method``; with ``replay`` first a ``NodeUp`` for
+        every live node. Returns the current sequence number."""
+        await self._ensure_loop()
+        key = handle._actor_id.binary()
+        self.subscribers[key] = (handle, method)
+        self._persist()
+        if replay:
+            for node in sorted(self.view.values(), key=lambda n: n.node_id):
+                getattr(handle, method).remote(NodeUp(self.seq, node, time.time()))
+        return self.seq
+
+    async def unsubscribe(self, handle: Any) -> bool:
+        removed = self.subscribers.pop(handle._actor_id.binary(), None) is not None
+        if removed:
+            self._persist()
+        return removed
+
+    async def events_since(self, seq: int, timeout_s: float) -> tuple[int, list[MembershipEvent]]:
+        """Events with a sequence number above ``seq``, waiting up to ``timeout_s`` for one."""
+        await self._ensure_loop()
+        assert self.changed is not None
+        if self.seq <= seq:
+            async with self.changed:
+                try:
+                    await asyncio.wait_for(
+                        self.changed.wait_for(lambda: self.seq > seq), timeout_s)
+                except asyncio.TimeoutError:
+                    pass
+        return self.seq, [event for event in self.log if event.seq > seq]
+
+    async def stats(self) -> dict[str, Any]:
+        await self._ensure_loop()
+        return {"seq": self.seq, "scans": self.scans, "subscribers": len(self.subscribers),
+                "nodes": len(self.view), "poll_interval_s": self.poll_interval_s,
+                "restarted": self.restarted}
+
+
+class Membership:
+    """Client of the membership actor. ``Membership.start()`` is get-or-create."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    @classmethod
+    def start(cls, poll_interval_s: float = DEFAULT_POLL_S, timeout: float | None = None
+              ) -> Membership:
+        if poll_interval_s <= 0:
+            raise ConfigError("must be positive", field="poll_interval_s", value=poll_interval_s)
+        require_ray()
+        actor = MembershipActor.options(**control_plane_options(ACTOR_NAME)).remote(
+            poll_interval_s)
+        rpc.get(actor.stats.remote(), timeout=timeout, what="membership start")
+        return cls(actor)
+
+    @classmethod
+    def get(cls) -> Membership:
+        actor = get_named(ACTOR_NAME)
+        if actor is None:
+            raise HerdError("membership is not running: call Membership.start()")
+        return cls(actor)
+
+    def nodes(self, timeout: float | None = None) -> list[NodeInfo]:
+        return rpc.get(self.actor.nodes.remote(), timeout=timeout, what="membership nodes")
+
+    def subscribe(self, handle: Any, method: str = "on_membership_event", replay: bool = True,
+                  timeout: float | None = None) -> int:
+        if not hasattr(handle, method):
+            raise ConfigError("subscriber has no such method", field="method", value=method)
+        return rpc.get(self.actor.subscribe.remote(handle, method, replay), timeout=timeout,
+                       what="membership subscribe")
+
+    def unsubscribe(self, handle: Any, timeout: float | None = None) -> bool:
+        return rpc.get(self.actor.unsubscribe.remote(handle), timeout=timeout,
+                       what="membership unsubscribe")
+
+    def stats(self, timeout: float | None = None) -> dict[str, Any]:
+        return rpc.get(self.actor.stats.remote(), timeout=timeout, what="membership stats")
+
+    def events(self, since: int | None = None, timeout: float | None = None
+               ) -> Iterator[MembershipEvent]:
+        """Yield events after sequence ``since`` (default: from now) until ``timeout`` seconds
+        have passed in total (forever when None; break out of the loop to stop)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if since is None:
+            since = self.stats()["seq"]
+        while deadline is None or time.monotonic() < deadline:
+            wait = LONG_POLL_S if deadline is None else min(LONG_POLL_S,
+                                                            max(0.0, deadline - time.monotonic()))
+            since, batch = rpc.get(self.actor.events_since.remote(since, wait),
+                                   timeout=wait + rpc.DEFAULT_TIMEOUT_S, what="membership events")
+            yield from batch

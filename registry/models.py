@@ -1,0 +1,171 @@
+"""Validation of everything a caller hands to the registry (pydantic v2 where it fits).
+
+Every check raises :class:`RegistryInputError` naming the field and the bad value, in the
+caller's process, before anything reaches the registry actor -- so bad input never changes the
+registry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from ray.actor import ActorHandle
+
+from herd.platform.config import format_loc
+from herd.registry.errors import RegistryInputError
+from herd.registry.records import KeyMode, OnHolderDeath
+
+MAX_KEY_BYTES = 1024
+MAX_META_BYTES = 64 * 1024
+MAX_SHARDS = 64
+CHANGE_FIELDS = ("handle", "meta", "on_holder_death")
+
+T = TypeVar("T")
+
+
+def _key_size(key: str) -> str:
+    if not key:
+        raise ValueError("key must not be empty")
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise ValueError(f"key is {size} bytes, at most {MAX_KEY_BYTES} allowed")
+    return key
+
+
+Key = Annotated[StrictStr, AfterValidator(_key_size)]
+RegistryName = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Prefix = Annotated[StrictStr, Field(max_length=MAX_KEY_BYTES)]
+MethodName = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class RegistryOptions(BaseModel):
+    """Arguments of ``Registry.start``; stored as the registry's config in the GCS KV store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: RegistryName = "default"
+    keys: KeyMode = "unique"
+    shards: int = Field(default=1, ge=1, le=MAX_SHARDS, strict=True)
+
+
+_KEY = TypeAdapter(Key)
+_NAME = TypeAdapter(RegistryName)
+_PREFIX = TypeAdapter(Prefix)
+_METHOD = TypeAdapter(MethodName)
+_ON_DEATH = TypeAdapter(OnHolderDeath)
+
+
+def _validate(adapter: TypeAdapter[T], value: Any, field: str) -> T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _input_error(exc, field, value) from None
+
+
+def _input_error(exc: ValidationError, field: str, value: Any) -> RegistryInputError:
+    first = exc.errors()[0]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    loc = format_loc(tuple(first.get("loc", ())))
+    return RegistryInputError(message, field=f"{field}.{loc}" if loc else field, value=value)
+
+
+def options(**values: Any) -> RegistryOptions:
+    try:
+        return RegistryOptions(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = format_loc(tuple(first.get("loc", ())))
+        raise RegistryInputError(str(first.get("msg", "invalid value")), field=loc or "options",
+                                 value=first.get("input")) from None
+
+
+def check_name(name: Any) -> str:
+    return _validate(_NAME, name, "registry")
+
+
+def check_key(key: Any) -> str:
+    return _validate(_KEY, key, "key")
+
+
+def check_prefix(prefix: Any) -> str:
+    return _validate(_PREFIX, "" if prefix is None else prefix, "prefix")
+
+
+def check_method(method: Any) -> str:
+    return _validate(_METHOD, method, "method")
+
+
+def check_on_holder_death(value: Any) -> OnHolderDeath:
+    return _validate(_ON_DEATH, value, "on_holder_death")
+
+
+def check_meta(meta: Any, field: str = "meta") -> dict[str, Any]:
+    """A JSON object of at most 64 KiB; returned normalised by a JSON round trip (a private copy,
+    tuples become lists). ``None`` is the empty object."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise RegistryInputError(f"must be a dict (a JSON object), got {type(meta).__name__}",
+                                 field=field, value=meta)
+    try:
+        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise RegistryInputError(f"is not JSON-serialisable: {exc}", field=field, value=meta) from None
+    size = len(text.encode("utf-8"))
+    if size > MAX_META_BYTES:
+        raise RegistryInputError(f"is {size} bytes as JSON, at most {MAX_META_BYTES} allowed",
+                                 field=field, value=f"<{size} bytes>")
+    return json.loads(text)
+
+
+def check_handle(handle: Any, field: str = "handle") -> ActorHandle:
+    if not isinstance(handle, ActorHandle):
+        raise RegistryInputError(f"must be a Ray actor handle, got {type(handle).__name__}",
+                                 field=field, value=handle)
+    return handle
+
+
+def actor_id(handle: ActorHandle) -> str:
+    """The hex id of the actor behind ``handle``: how the registry identifies a holder."""
+    return handle._actor_id.hex()
+
+
+def check_epoch(expected: Any) -> int:
+    """``None`` and 0 both mean "the key must be absent"."""
+    if expected is None:
+        return 0
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise RegistryInputError("must be an int >= 0 or None", field="expected_epoch",
+                                 value=expected)
+    return expected
+
+
+def check_timeout(timeout: Any, default: float) -> float:
+    if timeout is None:
+        return default
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise RegistryInputError("must be a finite number of seconds > 0", field="timeout",
+                                 value=timeout)
+    return float(timeout)
+
+
+def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The ``**changes`` of ``compare_and_set``: ``handle`` (an actor handle or None), ``meta``
+    (replaces the whole meta) and ``on_holder_death``."""
+    unknown = sorted(set(changes) - set(CHANGE_FIELDS))
+    if unknown:
+        raise RegistryInputError(f"unknown change; allowed: {', '.join(CHANGE_FIELDS)}",
+                                 field=unknown[0], value=changes[unknown[0]])
+    checked: dict[str, Any] = {}
+    if "handle" in changes:
+        handle = changes["handle"]
+        checked["handle"] = None if handle is None else check_handle(handle)
+    if "meta" in changes:
+        checked["meta"] = check_meta(changes["meta"])
+    if "on_holder_death" in changes:
+        checked["on_holder_death"] = check_on_holder_death(changes["on_holder_death"])
+    return checked

@@ -1,0 +1,75 @@
+"""LocalCluster: real `ray start` nodes, stopped without strays; token auth refuses strangers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import ray
+
+from herd.platform.cluster import LocalCluster, connect, disconnect
+from herd.platform.membership import Membership
+
+
+def test_start_label_and_shutdown_leaves_no_process() -> None:
+    cluster = LocalCluster(nodes=2, regions=["us-east", "us-west"])
+    try:
+        assert len(cluster.nodes) == 2 and all(n.node_id for n in cluster.nodes)
+        worker = cluster.worker_nodes[0]
+        assert worker.labels == {"region": "us-west", "zone": "us-west-a"}
+        assert worker.resources["region:us-west"] > 0
+        pids = cluster.pids()
+        assert len(pids) >= 6  # gcs, raylets, agents, ...
+        assert os.stat(cluster.token_path).st_mode & 0o777 == 0o600
+        cluster.connect()
+        labels = {n["NodeID"]: n["Labels"].get("region") for n in ray.nodes() if n["Alive"]}
+        assert labels[worker.node_id] == "us-west"
+    finally:
+        cluster.shutdown()
+    assert cluster.pids() == []
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_client_without_token_is_refused() -> None:
+    with LocalCluster(nodes=1) as cluster:
+        script = textwrap.dedent(f"""
+            import ray
+            try:
+                ray.init(address="{cluster.address}")
+            except Exception as exc:
+                print("REFUSED", type(exc).__name__)
+            else:
+                print("CONNECTED")
+        """)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
+                    "RAY_gcs_rpc_server_connect_timeout_s": "5"})
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert "REFUSED" in out.stdout, out.stdout + out.stderr[-2000:]
+        assert "InvalidAuthToken" in out.stderr or "Unauthenticated" in out.stderr
+        env["RAY_AUTH_TOKEN"] = cluster.token_path.read_text().strip()
+        ok = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+        assert "CONNECTED" in ok.stdout, ok.stdout + ok.stderr[-2000:]
+
+
+def test_embedded_single_node_membership() -> None:
+    info = connect()
+    try:
+        assert info.mode == "embedded" and info.namespace == "herd"
+        assert connect().address == info.address  # idempotent
+        nodes = Membership.start().nodes()
+        assert len(nodes) == 1 and nodes[0].is_head and nodes[0].alive
+    finally:
+        disconnect()
