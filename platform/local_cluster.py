@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,6 +104,9 @@ class LocalCluster:
         self.auth = auth
         self.num_cpus = num_cpus
         self.run_dir: Path = Path(run_dir) if run_dir else Path(f"/tmp/herd/c-{secrets.token_hex(3)}")
+        # Ray's unix sockets live under its temp dir and must stay under ~107 characters,
+        # so the temp dirs are short paths of their own, whatever the run dir is.
+        self.ray_tmp = Path(f"/tmp/herd/r-{secrets.token_hex(4)}")
         self.include_dashboard = include_dashboard
         self.extra_env = dict(extra_env or {})
         self.nodes: list[LocalNode] = []
@@ -143,7 +147,6 @@ class LocalCluster:
 
     @property
     def token_path(self) -> Path:
-        assert self.run_dir is not None
         return self.run_dir / "auth_token"
 
     def env(self) -> dict[str, str]:
@@ -263,9 +266,14 @@ class LocalCluster:
             self._reap(node)
             if node.state not in ("killed",):
                 node.state = "stopped"
-        self.save_state()
         if survivors:
+            self.save_state()
             raise ClusterError(f"processes {survivors} survived the cluster shutdown")
+        if os.environ.get("HERD_KEEP_RUN_DIR") == "1":
+            self.save_state()
+        else:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            shutil.rmtree(self.ray_tmp, ignore_errors=True)
         log.info("cluster_stopped", address=self.address, run_dir=str(self.run_dir))
 
     def __enter__(self) -> LocalCluster:
@@ -276,11 +284,13 @@ class LocalCluster:
 
     # ------------------------------------------------------------------------- state file
     def save_state(self) -> None:
-        assert self.run_dir is not None
+        if not self.run_dir.exists():
+            return
         state = {
             "address": self.address, "port": self.port, "auth": self.auth,
             "dashboard_port": self.dashboard_port, "regions": self.regions,
             "health_check": self.health_check.model_dump(), "num_cpus": self.num_cpus,
+            "ray_tmp": str(self.ray_tmp),
             "nodes": [asdict(n) for n in self.nodes],
         }
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -297,6 +307,7 @@ class LocalCluster:
                       auth=state["auth"], num_cpus=state["num_cpus"], run_dir=run_dir,
                       start=False)
         cluster.port = state["port"]
+        cluster.ray_tmp = Path(state["ray_tmp"])
         cluster.dashboard_port = state.get("dashboard_port")
         cluster.nodes = [LocalNode(**n) for n in state["nodes"]]
         return cluster
@@ -318,7 +329,6 @@ class LocalCluster:
         raise ClusterError(f"no node named or with id {node!r} in this cluster")
 
     def _prepare_run_dir(self) -> None:
-        assert self.run_dir is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
         if self.auth == "token" and not self.token_path.exists():
@@ -346,7 +356,6 @@ class LocalCluster:
                          labels=labels, resources=resources, node_manager_port=free_port())
 
     def _common_args(self, node: LocalNode) -> list[str]:
-        assert self.run_dir is not None
         args = ["--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(int(node.num_cpus)),
                 "--node-manager-port", str(node.node_manager_port),
                 "--object-manager-port", str(free_port()),
@@ -354,7 +363,7 @@ class LocalCluster:
                 "--dashboard-agent-grpc-port", str(free_port()),
                 "--metrics-export-port", str(free_port()),
                 "--runtime-env-agent-port", str(free_port()),
-                "--temp-dir", str(self.run_dir / node.name), "--disable-usage-stats"]
+                "--temp-dir", str(self.ray_tmp / node.name), "--disable-usage-stats"]
         if node.resources:
             args += ["--resources", json.dumps(node.resources)]
         if node.labels:
@@ -362,7 +371,6 @@ class LocalCluster:
         return args
 
     def _launch(self, node: LocalNode, args: list[str]) -> _Launch:
-        assert self.run_dir is not None
         log_path = self.run_dir / "logs" / f"{node.name}.log"
         with open(log_path, "ab") as out:
             popen = subprocess.Popen([ray_executable(), "start", *args], stdout=out,

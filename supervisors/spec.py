@@ -40,6 +40,7 @@ __all__ = [
     "SupervisorSpec",
     "check_significant",
     "resolve_actor",
+    "validate_name",
 ]
 
 Restart = Literal["permanent", "transient", "temporary"]
@@ -71,6 +72,14 @@ def _check_name(value: Any, what: str) -> str:
         raise ValueError(f"{what} must not contain '/' or whitespace (it is a segment of "
                          f"registry names like '<supervisor>/<id>')")
     return value
+
+
+def validate_name(value: Any, what: str = "supervisor name") -> str:
+    """Check a supervisor name (same rules as child ids); raises ``ConfigError``."""
+    try:
+        return _check_name(value, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="name", value=value) from None
 
 
 def resolve_actor(actor: Any) -> type | ActorClass:
@@ -105,6 +114,10 @@ class _Spec(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise format_validation_error(exc, type(self).__name__, type(self)) from None
+
+    # Nested specs are validated by pydantic itself (not through this __init__), so that the
+    # error of a nested field keeps its full path, e.g. children[0].supervisor.children[1].id.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 class ChildSpec(_Spec):

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and installs
+# the project (with its test extra) on first use, then runs inside a private network namespace.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.herd-installed
+NETNS := scripts/netns-run
+PYTEST_ARGS ?=
+
+.PHONY: install test test-unit demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(NETNS) $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS) tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+demo: $(STAMP)
+	$(NETNS) $(VENV)/bin/herd demo
+
+bench: $(STAMP)
+	$(NETNS) $(VENV)/bin/herd bench all --out bench-report.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,43 @@
+"""herd's global registry: cluster-unique names on Ray, with fencing epochs and cached lookups.
+
+    from herd.registry import Registry, via
+
+    reg = Registry.start("default")                  # or keys="duplicate", shards=N
+    reg.register("counter-1", handle, meta={"role": "primary"})
+    reg.lookup("counter-1")                          # a dict read after the first lookup
+    ray.get(via("counter-1").incr.remote())
+
+* One control-plane actor per shard (``herd.registry.actor``) is the linearizable arbiter; its
+  state is written through to the GCS KV store and survives its restart.
+* Every change of a record raises its ``epoch`` (fencing token); ``compare_and_set`` is the
+  primitive supervisors use to claim a child exactly once.
+* Holders are watched: records of an actor that exits or dies are removed (or, with
+  ``on_holder_death="clear"``, kept without holder) and watchers are told
+  (``herd.registry.holders`` states the bounds).
+* ``watch`` streams ``Registered`` / ``Unregistered`` / ``Updated`` events to drivers;
+  ``subscribe`` pushes them to actors.
+"""
+
+from herd.registry.client import Registry
+from herd.registry.errors import HolderDead, KeyModeError, RegistryInputError
+from herd.registry.records import (Event, EventBatch, Registered, Registration, Snapshot,
+                                   Unregistered, Updated)
+from herd.registry.via import Via, via
+from herd.registry.watch import Watch
+
+__all__ = [
+    "Event",
+    "EventBatch",
+    "HolderDead",
+    "KeyModeError",
+    "Registered",
+    "Registration",
+    "Registry",
+    "RegistryInputError",
+    "Snapshot",
+    "Unregistered",
+    "Updated",
+    "Via",
+    "Watch",
+    "via",
+]

@@ -1,0 +1,204 @@
+"""The registry's control-plane actor: one per registry shard, the linearizable arbiter.
+
+Detached, restartable (``max_restarts=-1``), pinned to the head node, named
+``herd/registry/<name>[/<shard>]`` in the ``herd`` namespace. Writes are planned and committed
+by :class:`RegistryState` with no ``await`` in between, so they are serialised; each is written
+through to the GCS KV store before it is acknowledged, and the state is reloaded when Ray
+restarts the actor (holder monitors and subscriptions are re-established). Expected refusals
+are returned as :class:`Rejection` values for the client to raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import ray
+
+from herd.platform.control_plane import control_plane_options
+from herd.platform.logging import get_logger
+from herd.registry.gcs import actor_status
+from herd.registry.holders import HolderMonitor
+from herd.registry.layout import actor_name
+from herd.registry.models import actor_id
+from herd.registry.records import (EventBatch, KeyMode, OnHolderDeath, Registration, Rejection,
+                                   Snapshot, Updated)
+from herd.registry.state import Change, RegistryState
+from herd.registry.store import ShardStore, Subscription
+from herd.registry.subscribers import Subscribers, subscription_id
+
+MAX_WAIT_S = 30.0
+PLACEMENT_POLL_S = 0.02
+RETRY_GONE_S = 1.0
+
+
+@ray.remote
+class RegistryActor:
+    async def __init__(self, name: str, shard: int, mode: KeyMode) -> None:
+        context = {"registry": name, "shard": shard}
+        self._log = get_logger("herd.registry.actor", **context)
+        self._store = ShardStore(name, shard)
+        entries, high_water = self._store.load()
+        self._state = RegistryState(mode, shard, high_water, entries)
+        self._changed = asyncio.Event()
+        self._holders = HolderMonitor(self._holder_gone, **context)
+        for holder_id, handle in self._state.holders().items():
+            self._holders.watch(holder_id, handle)
+        self._holders.start()
+        self._subscribers = Subscribers(self._store, **context)
+        self._subscribers.load()
+        self._log.info("registry_started", mode=mode, records=self._state.count(),
+                       counter=self._state.counter, pid=os.getpid())
+
+    # ------------------------------------------------------------------------------- writes
+    async def register(self, key: str, handle: Any, meta: dict[str, Any],
+                       on_holder_death: OnHolderDeath, node_id: str | None, op: str,
+                       ready_s: float) -> Registration | Rejection:
+        holder_id = actor_id(handle)
+        placed = node_id or await self._placement(key, handle, holder_id, ready_s)
+        if isinstance(placed, Rejection):
+            return placed
+        return self._apply(self._state.plan_register(key, handle, holder_id, placed, meta,
+                                                     on_holder_death, op, time.time()))
+
+    async def unregister(self, key: str, holder_id: str | None,
+                         epoch: int | None) -> None | Rejection:
+        return self._apply(self._state.plan_unregister(key, holder_id, epoch))
+
+    async def compare_and_set(self, key: str, expected: int, changes: dict[str, Any],
+                              node_id: str | None, op: str,
+                              ready_s: float) -> Registration | Rejection:
+        handle = changes.get("handle")
+        holder_id = actor_id(handle) if handle is not None else None
+        if handle is not None and node_id is None:
+            placed = await self._placement(key, handle, holder_id, ready_s)
+            if isinstance(placed, Rejection):
+                return placed
+            node_id = placed
+        return self._apply(self._state.plan_compare_and_set(key, expected, changes, holder_id,
+                                                            node_id, op, time.time()))
+
+    async def update_meta(self, key: str, meta: dict[str, Any], holder_id: str | None,
+                          op: str) -> list[Registration] | Rejection:
+        return self._apply(self._state.plan_update_meta(key, meta, holder_id, op))
+
+    # ------------------------------------------------------------------------------ queries
+    async def entry(self, key: str) -> tuple[int, list[Registration]]:
+        """The key's records and the event position they are current at."""
+        return self._state.counter, self._state.registrations(key)
+
+    async def select(self, prefix: str, meta: dict[str, Any]) -> list[Registration]:
+        return self._state.select(prefix, meta)
+
+    async def keys_of(self, holder_id: str) -> list[str]:
+        return self._state.keys_of(holder_id)
+
+    async def count(self) -> int:
+        return self._state.count()
+
+    async def snapshot(self, prefix: str) -> Snapshot:
+        return self._state.snapshot(prefix)
+
+    async def events_since(self, since: int, prefix: str, wait_s: float) -> EventBatch:
+        """Long poll: events after ``since`` for keys under ``prefix``, waiting up to ``wait_s``
+        for one; an empty batch at the deadline."""
+        deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
+        while True:
+            batch = self._state.events_since(since, prefix)
+            remaining = deadline - time.monotonic()
+            if batch.events or batch.reset or remaining <= 0:
+                return batch
+            since = batch.seq
+            await self._wait_change(remaining)
+
+    async def wait_for(self, key: str, exclude: str | None, wait_s: float) -> Registration | None:
+        """The key's record once it has a holder other than ``exclude`` (``None`` at the
+        deadline)."""
+        deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
+        while True:
+            for reg in self._state.registrations(key):
+                if reg.handle is not None and reg.holder_id != exclude:
+                    return reg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await self._wait_change(remaining)
+
+    # -------------------------------------------------------------------------- subscribers
+    async def subscribe(self, handle: Any, method: str, prefix: str) -> None:
+        sub_id = subscription_id(actor_id(handle), method, prefix)
+        self._subscribers.add(Subscription(sub_id, handle, method, prefix))
+
+    async def unsubscribe(self, holder_id: str, method: str | None) -> int:
+        return sum(self._subscribers.remove(s) for s in self._subscribers.ids_of(holder_id, method))
+
+    async def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "mode": self._state.mode, "counter": self._state.counter,
+                "records": self._state.count(), "subscribers": len(self._subscribers),
+                **self._holders.counts()}
+
+    # ---------------------------------------------------------------------------- internals
+    def _apply(self, planned: Change | Rejection) -> Any:
+        if isinstance(planned, Rejection):
+            return planned
+        if not planned.empty:
+            self._store.write(planned)
+            self._state.commit(planned)
+            self._after_commit(planned)
+        return planned.result
+
+    def _after_commit(self, change: Change) -> None:
+        touched: dict[str, Any] = {}
+        for event in change.events:
+            regs = [event.registration] + ([event.previous] if isinstance(event, Updated)
+                                           and event.previous else [])
+            for reg in regs:
+                if reg.holder_id is not None:
+                    touched[reg.holder_id] = reg.handle
+        for holder_id, handle in touched.items():
+            if self._state.has_holder(holder_id):
+                self._holders.watch(holder_id, handle)
+            else:
+                self._holders.unwatch(holder_id)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._subscribers.publish(change.events)
+
+    def _holder_gone(self, holder_id: str, reason: str) -> None:
+        try:
+            self._apply(self._state.plan_holder_gone(holder_id, reason))
+        except Exception as exc:  # KV unavailable: try again rather than keep a dead holder
+            self._log.error("holder_cleanup_failed", holder=holder_id, error=repr(exc))
+            asyncio.get_running_loop().call_later(RETRY_GONE_S, self._holder_gone, holder_id,
+                                                  reason)
+
+    async def _placement(self, key: str, handle: Any, holder_id: str,
+                         ready_s: float) -> str | Rejection:
+        """The holder's node once the GCS reports it alive (a just-created actor may still be
+        pending); a rejection if it is dead or not alive within ``ready_s``."""
+        deadline = time.monotonic() + ready_s
+        while True:
+            status = await actor_status(holder_id)
+            if status.state == "ALIVE" and status.node_id:
+                return status.node_id
+            if status.state == "DEAD":
+                return Rejection("holder_dead", key, holder=handle)
+            if time.monotonic() >= deadline:
+                return Rejection("holder_not_ready", key, holder=handle, detail=status.state)
+            await asyncio.sleep(PLACEMENT_POLL_S)
+
+    async def _wait_change(self, timeout: float) -> None:
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+def start_actor(name: str, shard: int, shards: int, mode: KeyMode) -> Any:
+    """Get or create the actor of one shard (idempotent)."""
+    return RegistryActor.options(**control_plane_options(actor_name(name, shard, shards))).remote(
+        name, shard, mode)

@@ -1,0 +1,100 @@
+"""``via(key)``: call whoever holds ``key`` now, like an actor handle.
+
+    ref = via("counter-1").incr.remote(1)     # resolve (cached) and submit; returns an ObjectRef
+    value = via("counter-1").incr.call(1)     # resolve, wait for the result, retry once
+
+Both resolve through the registry's per-process cache; if the key has no holder they wait for
+one until the via's ``timeout`` (default 10 s) and then raise ``NotRegistered(key)``.
+
+``.remote()`` submits exactly once and returns the ObjectRef (an ObjectRef cannot be retried
+after it is handed out). ``.call()`` waits for the result; if the call fails with
+``ActorDiedError`` because the holder died, it waits (within the timeout) for a *different*
+holder to be registered -- e.g. the replacement a supervisor starts -- and calls that one once.
+Use ``.call()`` only for methods that are safe to run twice (idempotent reads, ``set``-style
+writes, requests deduplicated by an id): the holder may have died after running the method and
+before answering. Any other failure (the method raised, a timeout) is not retried.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.actor import ActorHandle
+from ray.exceptions import ActorDiedError
+
+from herd.platform import rpc
+from herd.registry import models
+from herd.registry.client import Registry
+from herd.registry.errors import KeyModeError
+
+DEFAULT_VIA_TIMEOUT_S = 10.0
+
+
+class Via:
+    """A handle-like proxy for the holder of ``key`` in a unique registry."""
+
+    def __init__(self, key: str, registry: str = "default", timeout: float | None = None) -> None:
+        self.key = models.check_key(key)
+        self.registry = models.check_name(registry)
+        self.timeout = models.check_timeout(timeout, DEFAULT_VIA_TIMEOUT_S)
+
+    def __getattr__(self, method: str) -> ViaMethod:
+        if method.startswith("__"):  # keep copy/pickle protocol probes away from the holder
+            raise AttributeError(method)
+        return ViaMethod(self, method)
+
+    def __repr__(self) -> str:
+        return f"via({self.key!r}, registry={self.registry!r})"
+
+    def resolve(self, deadline: float | None = None) -> ActorHandle:
+        """The current holder's handle, waiting for one until the deadline."""
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
+        registry = self._registry()
+        handle = registry.lookup(self.key, timeout=_left(deadline))
+        if handle is None:
+            handle = registry.wait_for(self.key, timeout=_left(deadline)).handle
+        return handle
+
+    def _registry(self) -> Registry:
+        registry = Registry.get(self.registry)
+        if registry.keys != "unique":
+            raise KeyModeError(f"via needs a unique registry; {self.registry!r} has "
+                               f"keys={registry.keys!r}")
+        return registry
+
+
+class ViaMethod:
+    def __init__(self, target: Via, method: str) -> None:
+        self._target = target
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit to the current holder once; returns the ObjectRef."""
+        return getattr(self._target.resolve(), self._method).remote(*args, **kwargs)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit, wait for the result, and on holder death retry once on the next holder."""
+        target = self._target
+        deadline = time.monotonic() + target.timeout
+        handle = target.resolve(deadline)
+        what = f"via({target.key!r}).{self._method}"
+        try:
+            return rpc.get(getattr(handle, self._method).remote(*args, **kwargs),
+                           timeout=_left(deadline), what=what)
+        except ActorDiedError:
+            registry = target._registry()
+            registry._invalidate(target.key, handle)
+            successor = registry.wait_for(target.key, exclude=handle, timeout=_left(deadline))
+        return rpc.get(getattr(successor.handle, self._method).remote(*args, **kwargs),
+                       timeout=_left(deadline), what=what)
+
+
+def via(key: str, registry: str = "default", timeout: float | None = None) -> Via:
+    """A proxy for the holder of ``key`` in the unique registry ``registry``."""
+    return Via(key, registry, timeout)
+
+
+def _left(deadline: float) -> float:
+    """Time left until ``deadline`` (a tiny positive floor: the callee raises the timeout)."""
+    return max(deadline - time.monotonic(), 0.001)

@@ -1,0 +1,56 @@
+"""`herd cluster up|status|down` end to end, as a user runs them, plus one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERD = [sys.executable, "-m", "herd.platform.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def herd(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HERD, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env={**os.environ, "HERD_LOG_LEVEL": "WARNING"})
+
+
+def test_cluster_up_status_down(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    up = herd("cluster", "up", "--nodes", "2", "--regions", "us-east,us-west",
+              "--run-dir", str(run_dir))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "cluster up: 2 nodes" in up.stdout
+        again = herd("cluster", "up", "--run-dir", str(run_dir))
+        assert again.returncode == 1 and "already running" in again.stderr
+        status = herd("cluster", "status", "--json", "--run-dir", str(run_dir))
+        assert status.returncode == 0, status.stderr
+        rows = json.loads(status.stdout)
+        assert [r["region"] for r in rows] == ["us-east", "us-west"]
+        assert all(r["alive"] and r["pids"] > 0 for r in rows)
+        table = herd("cluster", "status", "--run-dir", str(run_dir))
+        assert "NODE_ID" in table.stdout and "us-west" in table.stdout
+    finally:
+        down = herd("cluster", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    assert not run_dir.exists() or not json.loads((run_dir / "cluster.json").read_text())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cluster", "status", "--run-dir", "/nonexistent/herd"], "no cluster state"),
+    (["cluster", "up", "--config", "configs/broken/unknown-field.yaml"], "unknown-field.yaml"),
+    (["cluster", "up", "--config", "configs/does-not-exist.yaml"], "does-not-exist.yaml"),
+    (["bench", "nope"], "unknown benchmark"),
+])
+def test_errors_are_one_line(args: list[str], message: str) -> None:
+    result = herd(*args, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("herd: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
