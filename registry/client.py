@@ -104,7 +104,8 @@ class Registry:
         return _client(name, config["keys"], config["shards"])
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (Registry.get, (self.name,))
+        """Sent to another process, a client becomes that process's client of the registry."""
+        return (_registry_named, (self.name,))
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, keys={self.keys!r}, shards={self.shards})"
@@ -350,6 +351,10 @@ class Registry:
             if isinstance(result, Rejection):
                 raise _rejection_error(result)
             return result
+
+
+def _registry_named(name: str) -> Registry:
+    return Registry.get(name)
 
 
 def _client(name: str, keys: KeyMode, shards: int) -> Registry:

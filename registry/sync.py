@@ -35,15 +35,31 @@ class CacheSync:
         self._actor = actor
         self._alive = alive
         self._log = get_logger("herd.registry.sync", registry=name)
-        self._thread = threading.Thread(target=self._run, name=f"herd-registry-sync-{name}",
-                                        daemon=True)
+        since = self._position()
+        self._thread = threading.Thread(target=self._run, args=(since,), daemon=True,
+                                        name=f"herd-registry-sync-{name}")
         self._thread.start()
 
     def is_running(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
-        since = [-1] * self._shards  # -1: first answer is a reset giving the current position
+    def _position(self) -> list[int]:
+        """Learn each shard's event position now, so that the lookup that starts the sync can
+        already be cached; -1 (the thread learns it) where the registry does not answer."""
+        refs = [self._actor(shard, False).events_since.remote(-1, "", 0.0)
+                for shard in range(self._shards)]
+        since = [-1] * self._shards
+        for shard, ref in enumerate(refs):
+            try:
+                batch = ray.get(ref, timeout=GRACE_S)
+            except (RayActorError, GetTimeoutError) as exc:
+                self._log.info("position_unknown", shard=shard, error=type(exc).__name__)
+                continue
+            self._cache.apply(shard, batch)
+            since[shard] = batch.seq
+        return since
+
+    def _run(self, since: list[int]) -> None:
         pending: dict[ray.ObjectRef, int] = {}
         while self._alive():
             try:
@@ -59,7 +75,8 @@ class CacheSync:
                 for ref in ready:
                     shard = pending.pop(ref)
                     since[shard] = self._receive(shard, ref, since[shard])
-            except Exception as exc:  # Ray shutting down under us, or a bug: never spin
+            except (Exception, SystemExit) as exc:  # Ray shutting down under us (it raises
+                # SystemExit in waiting threads), or a bug: never spin
                 if not self._alive():
                     break
                 self._log.warning("sync_error", error=repr(exc))

@@ -26,6 +26,7 @@ from herd.platform import rpc
 from herd.platform.control_plane import HERD_NAMESPACE, get_named, require_ray
 from herd.platform.errors import HerdError, SupervisorError, SupervisorStopped
 from herd.platform.monitor import MONITOR_METHOD
+from herd.platform.waiting import wait_until
 from herd.supervisors.exit import NORMAL
 from herd.supervisors.info import ChildInfo, render_tree
 from herd.supervisors.spec import (AutoShutdown, ChildSpec, Strategy, SupervisorSpec,
@@ -34,6 +35,8 @@ from herd.supervisors.supervisor_actor import SupervisorActor, root_actor_name
 
 __all__ = ["Supervisor"]
 
+#: How long a stopped root supervisor may take to leave Ray's actor table.
+ROOT_GONE_S = 10.0
 #: Added to computed deadlines (actor creation, registry calls) for the caller's wait.
 CALL_MARGIN_S = 10.0
 
@@ -41,9 +44,10 @@ CALL_MARGIN_S = 10.0
 class Supervisor:
     """A running supervisor: a root started with :meth:`start`, or a nested one."""
 
-    def __init__(self, handle: ActorHandle, name: str) -> None:
+    def __init__(self, handle: ActorHandle, name: str, root: bool = False) -> None:
         self.handle = handle
         self.name = name
+        self.root = root
 
     def __repr__(self) -> str:
         return f"Supervisor({self.name!r})"
@@ -75,7 +79,7 @@ class Supervisor:
         except ValueError as exc:  # created concurrently by another caller
             raise SupervisorError(f"cannot create supervisor {name!r}: {exc}") from None
         deadline = timeout or sum(c.start_deadline_s() for c in spec.children) + CALL_MARGIN_S
-        supervisor = cls(handle, name)
+        supervisor = cls(handle, name, root=True)
         try:
             supervisor._call("init", spec, timeout=deadline)
         except BaseException:
@@ -89,7 +93,7 @@ class Supervisor:
         handle = get_named(root_actor_name(name))
         if handle is None:
             raise SupervisorStopped(f"no supervisor named {name!r} is running")
-        return cls(handle, name)
+        return cls(handle, name, root=True)
 
     def supervisor(self, child_id: str, timeout: float | None = None) -> Supervisor:
         """The handle of the running supervisor child ``child_id`` of this supervisor."""
@@ -127,8 +131,15 @@ class Supervisor:
         self._call("delete_child", child_id, timeout=timeout)
 
     def stop(self, reason: str = NORMAL, timeout: float | None = None) -> str:
-        """Terminate all children in reverse start order and stop the supervisor."""
-        return self._call("stop", reason, timeout=timeout)
+        """Terminate all children in reverse start order and stop the supervisor. A root
+        supervisor is gone (its name free again) when this returns."""
+        result = self._call("stop", reason, timeout=timeout)
+        if self.root:
+            ray.kill(self.handle, no_restart=True)
+            actor_name = root_actor_name(self.name)
+            wait_until(lambda: get_named(actor_name) is None, ROOT_GONE_S,
+                       what=f"supervisor {self.name!r} gone")
+        return result
 
     def monitor(self) -> ray.ObjectRef:
         """A call that returns the supervisor's exit reason once it stops (the monitor contract

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from typing import Any
 
 import ray
@@ -93,7 +94,7 @@ class SupervisorServer:
         self._spec: SupervisorSpec | None = None
         self._saved_ids: tuple[str, ...] | None = None
         self._log = log.bind(supervisor=name)
-        if durable and ray.get_runtime_context().was_current_actor_reconstructed:
+        if durable and _was_restarted():
             ray.get_runtime_context().current_actor.reboot.remote()
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,6 +252,14 @@ class SupervisorServer:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+def _was_restarted() -> bool:
+    """True when Ray restarted this actor's process (Ray's property warns of a deprecated
+    attribute it reads internally)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 # A supervisor is a herd child too: the same monitor and stop methods as the harness adds.

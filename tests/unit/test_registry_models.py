@@ -1,0 +1,85 @@
+"""herd.registry.models and layout: input validation and naming (no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from herd.platform.errors import ConfigError, RegistryError
+from herd.registry.errors import RegistryInputError
+from herd.registry.layout import actor_name, shard_of
+from herd.registry.models import (MAX_KEY_BYTES, MAX_META_BYTES, check_changes, check_epoch,
+                                  check_handle, check_key, check_meta, check_method, check_name,
+                                  check_timeout, options)
+
+
+@pytest.mark.parametrize("key", ["", 7, None, b"bytes", "x" * (MAX_KEY_BYTES + 1),
+                                 "é" * (MAX_KEY_BYTES // 2 + 1)])
+def test_bad_keys(key: object) -> None:
+    with pytest.raises(RegistryInputError) as info:
+        check_key(key)
+    assert info.value.field == "key"
+    assert isinstance(info.value, RegistryError) and isinstance(info.value, ConfigError)
+
+
+def test_good_keys() -> None:
+    assert check_key("a") == "a"
+    assert check_key("x" * MAX_KEY_BYTES) == "x" * MAX_KEY_BYTES
+
+
+@pytest.mark.parametrize("meta", [[1, 2], "text", {"f": object()}, {"n": math.nan},
+                                  {"s": {1, 2}}, {"big": "x" * MAX_META_BYTES}])
+def test_bad_meta(meta: object) -> None:
+    with pytest.raises(RegistryInputError) as info:
+        check_meta(meta)
+    assert info.value.field == "meta"
+
+
+def test_meta_is_normalised_copy() -> None:
+    original = {"t": (1, 2), "nested": {"a": None}}
+    checked = check_meta(original)
+    assert checked == {"t": [1, 2], "nested": {"a": None}} and checked is not original
+    assert check_meta(None) == {}
+
+
+def test_handle_epoch_timeout_method_name_checks() -> None:
+    for bad in [object(), "actor", None]:
+        with pytest.raises(RegistryInputError, match="actor handle"):
+            check_handle(bad)
+    assert check_epoch(None) == 0 and check_epoch(3) == 3
+    for bad_epoch in [-1, 1.5, True, "3"]:
+        with pytest.raises(RegistryInputError):
+            check_epoch(bad_epoch)
+    assert check_timeout(None, 5.0) == 5.0 and check_timeout(2, 5.0) == 2.0
+    for bad_timeout in [0, -1, math.inf, "1", True]:
+        with pytest.raises(RegistryInputError):
+            check_timeout(bad_timeout, 5.0)
+    for bad_method in ["", "1abc", "a b", None]:
+        with pytest.raises(RegistryInputError):
+            check_method(bad_method)
+    for bad_name in ["", "a/b", 3, "x" * 65]:
+        with pytest.raises(RegistryInputError):
+            check_name(bad_name)
+
+
+def test_changes_and_options() -> None:
+    with pytest.raises(RegistryInputError, match="unknown change") as info:
+        check_changes({"owner": "n1"})
+    assert info.value.field == "owner"
+    assert check_changes({"handle": None, "meta": {"a": 1}}) == {"handle": None, "meta": {"a": 1}}
+    with pytest.raises(RegistryInputError):
+        check_changes({"on_holder_death": "explode"})
+    assert options(name="r", keys="duplicate", shards=4).shards == 4
+    for bad in [{"keys": "many"}, {"shards": 0}, {"shards": "2"}, {"name": "a b"}, {"extra": 1}]:
+        with pytest.raises(RegistryInputError):
+            options(**bad)
+
+
+def test_layout() -> None:
+    assert actor_name("default", 0, 1) == "herd/registry/default"
+    assert actor_name("r", 3, 4) == "herd/registry/r/3"
+    assert shard_of("anything", 1) == 0
+    spread = {shard_of(f"key-{i}", 4) for i in range(100)}
+    assert spread == {0, 1, 2, 3}
+    assert shard_of("stable", 8) == shard_of("stable", 8)
