@@ -176,15 +176,36 @@ def bench(name: str | None, children: int | None, out: Path | None) -> None:
         click.echo(f"wrote {out}", err=True)
 
 
-# ------------------------------------------------------------------------------------- demo
-@main.command("demo")
-@one_line_errors
-def demo() -> None:
-    """A local 3-node, 2-region cluster: kill a node and watch herd react."""
-    from herd.platform.demo import run_demo
+# ------------------------------------------------------------------------------- extensions
+def cli_connect(address: str | None, run_dir: Path) -> None:
+    """Connect for a CLI command: ``--address``, else ``RAY_ADDRESS``, else the cluster that
+    ``herd cluster up`` started from ``run_dir``."""
+    from herd.platform.cluster import LocalCluster, connect
+    from herd.platform.local_cluster import STATE_FILE
 
-    run_demo(click.echo)
+    if address or os.environ.get("RAY_ADDRESS"):
+        connect(address=address)
+    elif (run_dir / STATE_FILE).exists():
+        LocalCluster.attach(run_dir).connect()
+    else:
+        raise HerdError("no cluster to talk to: pass --address, set RAY_ADDRESS, or start one "
+                        "with `herd cluster up`")
 
+
+#: Command modules of the layers above the platform, loaded by import path so that the
+#: platform does not import them (they import the platform).
+EXTENSIONS = ("herd.supervisors.app_cli",)
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for module_name in EXTENSIONS:
+        for command in importlib.import_module(module_name).COMMANDS:
+            main.add_command(command)
+
+
+_load_extensions()
 
 if __name__ == "__main__":
     main()

@@ -164,15 +164,20 @@ def _describe(error: Mapping[str, Any], model_cls: type[BaseModel] | None
 
 
 def format_validation_error(err: ValidationError, source: str,
-                            model_cls: type[BaseModel] | None = None) -> ConfigError:
+                            model_cls: type[BaseModel] | None = None,
+                            hidden_loc: frozenset[str] = frozenset()) -> ConfigError:
     """Turn a pydantic ``ValidationError`` into one ``ConfigError``.
 
     The error's ``field`` and ``value`` are those of the first problem; its message lists every
     problem as ``path: message (got value)``. ``err.errors`` holds all of them as
     ``(field, message, value)`` tuples. Pass ``model_cls`` to get "did you mean" suggestions for
-    unknown fields.
+    unknown fields. ``hidden_loc`` names loc parts to leave out of paths (the tags pydantic adds
+    for discriminated unions, e.g. ``static``/``dynamic``).
     """
     described = [_describe(e, model_cls) for e in err.errors()]
+    if hidden_loc:
+        described = [(tuple(p for p in loc if p not in hidden_loc), *rest)
+                     for loc, *rest in described]
     if not described:  # pragma: no cover - pydantic always reports at least one error
         return ConfigError(str(err), source=source)
     lines = []
