@@ -43,7 +43,30 @@ def echo_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
-@click.group()
+class HerdGroup(click.Group):
+    """The ``herd`` group; commands of the layers above the platform (``EXTENSIONS``) are
+    loaded by import path on first use, so the platform does not import them."""
+
+    EXTENSIONS = ("herd.supervisors.app_cli",)
+    _loaded: dict[str, click.Command] | None = None
+
+    def _extensions(self) -> dict[str, click.Command]:
+        if self._loaded is None:
+            import importlib
+
+            self._loaded = {command.name: command for module in self.EXTENSIONS
+                            for command in importlib.import_module(module).COMMANDS
+                            if command.name}
+        return self._loaded
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._extensions()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._extensions().get(cmd_name)
+
+
+@click.group(cls=HerdGroup)
 @click.option("--log-level", default=None, help="structlog level (default INFO, or HERD_LOG_LEVEL)")
 def main(log_level: str | None) -> None:
     """herd: OTP- and Horde-style supervision for Python on Ray."""
@@ -117,7 +140,7 @@ def node_rows(run_dir: Path) -> list[dict[str, Any]]:
     local = LocalCluster.attach(run_dir)
     gcs = {}
     if local.head.alive:
-        local.connect()
+        local.connect(log_to_driver=False)
         gcs = {n["NodeID"]: n for n in ray.nodes()}
     rows = []
     for node in local.nodes:
@@ -184,28 +207,13 @@ def cli_connect(address: str | None, run_dir: Path) -> None:
     from herd.platform.local_cluster import STATE_FILE
 
     if address or os.environ.get("RAY_ADDRESS"):
-        connect(address=address)
+        connect(address=address, log_to_driver=False)
     elif (run_dir / STATE_FILE).exists():
-        LocalCluster.attach(run_dir).connect()
+        LocalCluster.attach(run_dir).connect(log_to_driver=False)
     else:
         raise HerdError("no cluster to talk to: pass --address, set RAY_ADDRESS, or start one "
                         "with `herd cluster up`")
 
-
-#: Command modules of the layers above the platform, loaded by import path so that the
-#: platform does not import them (they import the platform).
-EXTENSIONS = ("herd.supervisors.app_cli",)
-
-
-def _load_extensions() -> None:
-    import importlib
-
-    for module_name in EXTENSIONS:
-        for command in importlib.import_module(module_name).COMMANDS:
-            main.add_command(command)
-
-
-_load_extensions()
 
 if __name__ == "__main__":
     main()

@@ -58,12 +58,13 @@ def resolve_address(address: str) -> str:
 
 
 def connect(config: ClusterConfig | None = None, address: str | None = None,
-            namespace: str | None = None) -> ClusterInfo:
+            namespace: str | None = None, log_to_driver: bool = True) -> ClusterInfo:
     """Connect this process to Ray.
 
     Address precedence: ``address`` argument, then ``config.address`` (mode ``address``), then
     the ``RAY_ADDRESS`` environment variable; with none of them an embedded single-node Ray is
     started on 127.0.0.1 with the dashboard off and herd's fast health checks.
+    ``log_to_driver=False`` keeps the actors' logs out of this process's output (the CLI).
     """
     config = config or ClusterConfig()
     namespace = namespace or config.namespace
@@ -74,10 +75,11 @@ def connect(config: ClusterConfig | None = None, address: str | None = None,
     try:
         if target:
             resolved = resolve_address(target)
-            ray.init(address=resolved, namespace=namespace, log_to_driver=True)
+            ray.init(address=resolved, namespace=namespace, log_to_driver=log_to_driver)
             info = _current(mode="address")
         else:
             ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, namespace=namespace,
+                     log_to_driver=log_to_driver,
                      num_cpus=int(config.head.num_cpus) if config.head.num_cpus else None,
                      resources=config.head.resources or None,
                      _system_config=config.health_check.to_system_config())

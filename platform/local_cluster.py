@@ -164,12 +164,12 @@ class LocalCluster:
         self.save_state()
         return self
 
-    def connect(self, namespace: str = "herd") -> Any:
+    def connect(self, namespace: str = "herd", log_to_driver: bool = True) -> Any:
         """Connect this process's Ray driver to the cluster (sets the auth environment)."""
         from herd.platform.cluster import connect
 
         self._apply_driver_auth()
-        return connect(address=self.address, namespace=namespace)
+        return connect(address=self.address, namespace=namespace, log_to_driver=log_to_driver)
 
     def add_node(self, region: str | None = None, zone: str | None = None,
                  labels: dict[str, str] | None = None, resources: dict[str, float] | None = None,

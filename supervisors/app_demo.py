@@ -32,7 +32,7 @@ def run_demo(app_path: Path, echo: Echo) -> None:
     echo("starting a local cluster: 3 real `ray start` nodes, regions us-east/us-west ...")
     begin = time.monotonic()
     with LocalCluster(nodes=3, regions=["us-east", "us-west"]) as cluster:
-        cluster.connect()
+        cluster.connect(log_to_driver=False)
         echo(f"cluster up in {time.monotonic() - begin:.1f} s at {cluster.address}")
         echo(f"starting app {spec.name!r} from {app_path} ...")
         run_app(spec, source=str(app_path))

@@ -1,0 +1,114 @@
+"""Apps through the CLI, end to end as a user runs them: cluster up, run, status, kill a node,
+status shows the moved children, stop, down; and `herd submit` through the Ray Jobs API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from herd.platform.cluster import LocalCluster
+from herd.platform.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def herd(*args: str, env: dict[str, str] | None = None,
+         timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "herd.platform.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HERD_LOG_LEVEL": "WARNING", **(env or {})})
+
+
+def status_json(run_dir: Path) -> dict[str, Any]:
+    out = herd("status", "demo", "--json", "--run-dir", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def workers_of(view: dict[str, Any]) -> list[dict[str, Any]]:
+    sups = {s["name"]: s for s in view["apps"][0]["supervisors"]}
+    return sups["workers"]["children"]
+
+
+def test_up_run_status_kill_status_stop_down(tmp_path: Path) -> None:
+    run_dir = tmp_path / "cluster"
+    up = herd("cluster", "up", "--nodes", "3", "--regions", "us-east,us-west",
+              "--run-dir", str(run_dir))
+    assert up.returncode == 0, up.stderr
+    try:
+        run = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
+        assert run.returncode == 0, run.stderr
+        assert "app demo running: 2 supervisors" in run.stdout
+        again = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
+        assert again.returncode == 1 and "already running" in again.stderr
+        view = status_json(run_dir)
+        children = workers_of(view)
+        assert len(children) == 6 and all(c["status"] == "running" for c in children)
+        pipeline = {s["name"]: s for s in view["apps"][0]["supervisors"]}["pipeline"]
+        assert [c["id"] for c in pipeline["children"]] == ["source", "stage", "sink"]
+        assert len(view["nodes"]) == 3
+        text = herd("status", "--run-dir", str(run_dir))
+        assert "dynamic supervisor workers: running" in text.stdout, text.stderr
+
+        cluster = LocalCluster.attach(run_dir)
+        workers = {n.node_id for n in cluster.worker_nodes}
+        load = Counter(c["node_id"] for c in children if c["node_id"] in workers)
+        victim = load.most_common(1)[0][0]
+        moved = {c["id"] for c in children if c["node_id"] == victim}
+        cluster.kill_node(cluster.node_by_id(victim))
+
+        def moved_back() -> dict[str, Any] | None:
+            current = {c["id"]: c for c in workers_of(status_json(run_dir))}
+            ok = all(current[cid]["status"] == "running" and current[cid]["node_id"] != victim
+                     and current[cid]["incarnation"] == 2 for cid in moved)
+            return current if ok else None
+
+        current = wait_until(moved_back, 90, interval=1.0, what="moved children in status")
+        assert len(current) == 6
+        assert {c["node_id"] for c in current.values()}.isdisjoint({victim})
+
+        stop = herd("stop", "demo", "--run-dir", str(run_dir))
+        assert stop.returncode == 0, stop.stderr
+        assert "app demo stopped: pipeline, workers" in stop.stdout
+        gone = herd("status", "demo", "--run-dir", str(run_dir))
+        assert gone.returncode == 1 and "no app named 'demo'" in gone.stderr
+    finally:
+        down = herd("cluster", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr
+
+
+def test_submit_runs_the_app_as_a_ray_job(tmp_path: Path) -> None:
+    with LocalCluster(nodes=2, regions=["us-east", "us-west"], include_dashboard=True,
+                      run_dir=tmp_path / "jobs") as cluster:
+        env = cluster.env()
+        address = cluster.dashboard_url
+        assert address is not None
+        submitted = herd("submit", "configs/demo.yaml", "--address", address, "--timeout",
+                         "300", env=env, timeout=400)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        assert "SUCCEEDED" in submitted.stdout
+        job_id = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+        listed = herd("submit", "--list", "--address", address, env=env)
+        assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+        logs = herd("submit", "--logs", job_id, "--address", address, env=env)
+        assert "app demo running" in logs.stdout
+
+        cluster.connect(log_to_driver=False)
+        from herd.supervisors.app import stop_app
+        from herd.supervisors.app_status import status
+
+        view = wait_until(lambda: _all_running(status("demo")), 60, interval=0.5,
+                          what="submitted app running")
+        assert len(view["apps"][0]["supervisors"]) == 2
+        assert stop_app("demo") == ["pipeline", "workers"]
+
+
+def _all_running(view: dict[str, Any]) -> dict[str, Any] | None:
+    children = workers_of(view)
+    return view if children and all(c["status"] == "running" for c in children) else None
