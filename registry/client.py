@@ -65,7 +65,8 @@ class Registry:
         self._actors: list[Any] = [None] * shards
         self._cache = LookupCache(keys, shards)
         self._sync: CacheSync | None = None
-        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._actors_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -311,7 +312,7 @@ class Registry:
 
     def _ensure_sync(self) -> None:
         if self._sync is None or not self._sync.is_running():
-            with self._lock:
+            with self._sync_lock:
                 if self._sync is None or not self._sync.is_running():
                     self._sync = CacheSync(self.name, self.shards, self._cache, self._actor,
                                            self._connected)
@@ -322,7 +323,7 @@ class Registry:
     def _actor(self, shard: int, refresh: bool = False) -> Any:
         handle = self._actors[shard]
         if handle is None or refresh:
-            with self._lock:
+            with self._actors_lock:
                 if self._actors[shard] is handle:
                     self._actors[shard] = start_actor(self.name, shard, self.shards, self.keys)
                 handle = self._actors[shard]

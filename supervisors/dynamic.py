@@ -11,20 +11,25 @@ own restart budget; claims are compare-and-set on the registry (no duplicates af
 heals, since within a Ray cluster the GCS declares a cut-off node dead and its children are
 superseded); quorum is counted over a static member list; specs live once in the GCS KV store,
 not in a full-mesh CRDT on every node.
+
+``start_child`` is safe to call from several threads at once (the spawn benchmark does).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 
 from herd.platform import rpc
 from herd.platform.control_plane import require_ray
-from herd.platform.errors import (ChildNotFound, EpochConflict, HerdTimeoutError, NoQuorum,
-                                  PlacementError, SupervisorError, SupervisorStopped)
+from herd.platform.errors import (ChildNotFound, EpochConflict, HerdError, HerdTimeoutError,
+                                  NoQuorum, NotRegistered, PlacementError, StartChildError,
+                                  SupervisorError, SupervisorStopped)
 from herd.platform.logging import get_logger
 from herd.platform.membership import Membership, NodeInfo
 from herd.registry import Registration, Registry
@@ -37,7 +42,10 @@ from herd.supervisors.spec import ChildSpec
 
 log = get_logger("herd.dynamic")
 
+#: Extra time the driver waits for ``start_owned`` beyond the child's own ``start_timeout``.
 START_MARGIN_S = 10.0
+QUORUM_POLL_S = 0.1
+DRAIN_POLL_S = 0.1
 
 
 class DynamicSupervisor:
@@ -46,7 +54,11 @@ class DynamicSupervisor:
     def __init__(self, config: DynamicSupervisorSpec) -> None:
         self.name = config.name
         self.config = config
+        self.strategy = config.strategy()
         self.registry = Registry.start(config.registry)
+        self._membership: Membership | None = None
+        self._members: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (DynamicSupervisor.get, (self.name,))
@@ -63,7 +75,8 @@ class DynamicSupervisor:
               reconcile_interval_s: float = 1.0, timeout: float | None = None
               ) -> DynamicSupervisor:
         """Start (or get, when one with the same settings runs) the supervisor ``name`` with
-        one member on every eligible node."""
+        one member on every eligible node. A supervisor of that name that has stopped (e.g.
+        escalated) is cleared away first: its members, records and state."""
         config = DynamicSupervisorSpec.build(
             name=name, members=members, distribution=distribution,
             redistribution=redistribution, max_restarts=max_restarts, max_seconds=max_seconds,
@@ -71,21 +84,23 @@ class DynamicSupervisor:
             distribution_options=distribution_options or {}, registry=registry,
             reconcile_interval_s=reconcile_interval_s)
         require_ray()
-        existing = records.load_config(name)
-        if existing is not None and records.stopped_reason(name) is None:
+        deadline = time.monotonic() + (timeout or rpc.DEFAULT_TIMEOUT_S)
+        existing, stopped = records.load_state(name)
+        if existing is not None and stopped is None:
             if existing.model_dump(exclude={"draining"}) != config.model_dump(exclude={"draining"}):
                 raise SupervisorError(f"dynamic supervisor {name!r} is already running with "
                                       f"other settings; stop it first")
             config = existing
         else:
+            if existing is not None:
+                cls(existing)._clear(timeout)
             records.forget(name)
             records.save_config(config)
         supervisor = cls(config)
-        deadline = time.monotonic() + (timeout or rpc.DEFAULT_TIMEOUT_S)
         nodes = supervisor._eligible_nodes()
         if not nodes:
             raise PlacementError(f"no live node matches members={config.members!r}")
-        refs = [ensure_member(name, node.node_id).start.remote() for node in nodes]
+        refs = [supervisor._member(node.node_id).start.remote() for node in nodes]
         rpc.get(refs, timeout=max(1.0, deadline - time.monotonic()),
                 what=f"members of {name!r} starting")
         log.info("dynamic_supervisor_started", supervisor=name, members=len(nodes),
@@ -106,56 +121,72 @@ class DynamicSupervisor:
         """Place the child with the distribution strategy and start it on that member's node.
 
         Raises ``PlacementError`` at once when no member satisfies its labels/resources,
-        ``NoQuorum`` without quorum, ``ChildAlreadyStarted`` for a taken id, and
-        ``StartChildError`` when its constructor fails or it does not start in time."""
+        ``NoQuorum`` without quorum, ``ChildAlreadyStarted`` for a taken id,
+        ``SupervisorStopped`` after the supervisor stopped, and ``StartChildError`` when its
+        constructor fails or it does not start in time (no record is left behind then)."""
         child = check_child_spec(spec)
+        wait_s = timeout or (child.start_timeout + START_MARGIN_S)
+        deadline = time.monotonic() + wait_s
         self._check_running()
-        regs = self._records(timeout)
+        regs = (self._records(wait_s)
+                if self.config.max_children is not None or self.strategy.load_aware else [])
         if self.config.max_children is not None and len(regs) >= self.config.max_children:
             raise SupervisorError(f"{self.name!r} already has max_children="
                                   f"{self.config.max_children} children")
+        requirements = requirements_of(child)
         owner = self._choose(child, regs)
-        records.save_spec(self.name, child)
-        meta = records.child_meta(self.name, owner, child)
+        meta = records.child_meta(self.name, owner, child, requirements,
+                                  start_by=time.time() + wait_s)
         try:
-            self.registry.compare_and_set(child.id, 0, meta=meta, on_holder_death="clear",
-                                          timeout=timeout)
+            reg = self.registry.compare_and_set(child.id, 0, meta=meta, on_holder_death="clear",
+                                                timeout=_left(deadline))
         except EpochConflict:
             raise ChildAlreadyStarted(child.id) from None
+        records.save_spec(self.name, child)
         log.info("child_placed", supervisor=self.name, child_id=child.id, node_id=owner[:12])
-        member = member_handle(self.name, owner) or ensure_member(self.name, owner)
-        wait_s = timeout or (child.start_timeout + START_MARGIN_S)
-        return rpc.get(member.start_owned.remote(child.id), timeout=wait_s,
-                       what=f"start_child {child.id!r}")
+        try:
+            return rpc.get(self._member(owner).start_owned.remote(reg, child),
+                           timeout=_left(deadline), what=f"start_child {child.id!r}")
+        except RayTaskError as exc:
+            raise _cause(exc) from None
+        except RayActorError:  # the owner's node died meanwhile: a survivor fails it over
+            self._forget_member(owner)
+            return self._await_running(child.id, deadline)
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop the child (its ``terminate`` hook within its shutdown time) and forget it."""
         reg = self._record(child_id, timeout)
-        member = member_handle(self.name, reg.meta["owner"])
-        if member is not None:
+        owner = reg.meta["owner"]
+        if owner in {n.node_id for n in self._membership_client().nodes(timeout=timeout)}:
             try:
-                rpc.get(member.terminate.remote(child_id), timeout=timeout,
+                rpc.get(self._member(owner).terminate.remote(child_id), timeout=timeout,
                         what=f"terminate_child {child_id!r}")
                 return
-            except ray.exceptions.RayActorError:
-                pass  # its member is gone with its node: only the record is left
+            except RayTaskError as exc:
+                raise _cause(exc) from None
+            except RayActorError:
+                self._forget_member(owner)
+        # Its member is gone with its node: only the record is left.
         self.registry.unregister(child_id, timeout=timeout)
         records.delete_spec(self.name, child_id)
 
     def restart_child(self, child_id: str, timeout: float | None = None) -> DynamicChildInfo:
+        """Stop the child and start a new incarnation of it on its current node."""
         reg = self._record(child_id, timeout)
-        member = member_handle(self.name, reg.meta["owner"])
-        if member is None:
+        try:
+            info = rpc.get(self._member(reg.meta["owner"]).restart.remote(child_id),
+                           timeout=timeout, what=f"restart_child {child_id!r}")
+        except RayTaskError as exc:
+            raise _cause(exc) from None
+        except RayActorError:
             raise SupervisorError(f"the owner of {child_id!r} is not running; it will be "
-                                  f"failed over")
-        info = rpc.get(member.restart.remote(child_id), timeout=timeout,
-                       what=f"restart_child {child_id!r}")
+                                  f"failed over") from None
         if info is None:
             raise SupervisorError(f"child {child_id!r} changed owner while restarting")
         return info
 
     def which_children(self, timeout: float | None = None) -> list[DynamicChildInfo]:
-        live = {node.node_id for node in self._membership().nodes(timeout=timeout)}
+        live = {node.node_id for node in self._membership_client().nodes(timeout=timeout)}
         return [records.info_from(reg, live) for reg in self._records(timeout)]
 
     def count_children(self, timeout: float | None = None) -> dict[str, int]:
@@ -173,6 +204,7 @@ class DynamicSupervisor:
     # ----------------------------------------------------------------------------- members
     def members(self, timeout: float | None = None) -> list[dict[str, Any]]:
         loads = self._loads(self._records(timeout))
+        self.config = records.load_config(self.name) or self.config
         out = []
         for node in self._eligible_nodes(include_draining=True):
             out.append({"node_id": node.node_id, "region": node.region, "zone": node.zone,
@@ -182,8 +214,7 @@ class DynamicSupervisor:
         return out
 
     def has_quorum(self) -> bool:
-        members = [member_of(n) for n in self._eligible_nodes()]
-        return self.config.strategy().has_quorum(members)
+        return self.strategy.has_quorum([member_of(n) for n in self._eligible_nodes()])
 
     def wait_for_quorum(self, timeout: float) -> None:
         """Return once the member set has quorum; ``NoQuorum`` after ``timeout`` seconds."""
@@ -191,20 +222,24 @@ class DynamicSupervisor:
         while not self.has_quorum():
             if time.monotonic() >= deadline:
                 raise NoQuorum(f"{self.name!r} has no quorum after {timeout:.1f} s")
-            time.sleep(0.1)
+            time.sleep(QUORUM_POLL_S)
 
     def drain_node(self, node_id: str, timeout: float = 60.0) -> None:
         """Move every child off ``node_id`` (handoff, graceful stop, restart elsewhere) and
         stop placing children there. Raises ``HerdTimeoutError`` naming the children still
-        there at the deadline."""
-        moving = {r.key for r in self._records(None) if r.meta["owner"] == node_id}
-        config = self.config.model_copy(update={"draining": (*self.config.draining, node_id)})
-        records.save_config(config)
+        there (or not yet running elsewhere) at the deadline."""
+        deadline = time.monotonic() + timeout
+        if node_id not in {n.node_id for n in self._eligible_nodes(include_draining=True)}:
+            raise SupervisorError(f"node {node_id[:12]} runs no member of {self.name!r}")
+        moving = {r.key for r in self._records(timeout) if r.meta["owner"] == node_id}
+        config = records.load_config(self.name) or self.config
+        if node_id not in config.draining:
+            config = config.model_copy(update={"draining": (*config.draining, node_id)})
+            records.save_config(config)
         self.config = config
         self._poke_members()
-        deadline = time.monotonic() + timeout
         while True:
-            current = {r.key: r for r in self._records(None)}
+            current = {r.key: r for r in self._records(_left(deadline))}
             left = sorted(key for key in moving if key in current and (
                 current[key].meta["owner"] == node_id or current[key].handle is None))
             if not left:
@@ -214,31 +249,56 @@ class DynamicSupervisor:
             if time.monotonic() >= deadline:
                 raise HerdTimeoutError(f"drain of {node_id[:12]}: children not moved in "
                                        f"{timeout:.0f} s: {left}")
-            time.sleep(0.1)
+            time.sleep(DRAIN_POLL_S)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every child (newest first on each member), the members, and forget the
         supervisor's records."""
         records.mark_stopped(self.name, "stopped")
-        handles = [h for h in (member_handle(self.name, n.node_id)
-                               for n in self._eligible_nodes(include_draining=True)) if h]
-        refs = [h.stop_all.remote() for h in handles]
-        try:
-            rpc.get(refs, timeout=timeout, what=f"stop of {self.name!r}")
-        finally:
-            for handle in handles:
-                ray.kill(handle, no_restart=True)
-            for reg in self._records(timeout):
-                self.registry.unregister(reg.key, timeout=timeout)
-            records.forget(self.name)
+        self._clear(timeout)
+        records.forget(self.name)
         log.info("dynamic_supervisor_stopped", supervisor=self.name)
 
     # ---------------------------------------------------------------------------- internals
-    def _membership(self) -> Membership:
-        return Membership.start()
+    def _clear(self, timeout: float | None) -> None:
+        """Stop the children and members of a supervisor marked stopped; drop its records."""
+        handles = [h for h in (member_handle(self.name, n.node_id)
+                               for n in self._membership_client().nodes(timeout=timeout)) if h]
+        refs = [h.stop_all.remote() for h in handles]
+        try:
+            ready, _ = ray.wait(refs, num_returns=len(refs),
+                                timeout=timeout or rpc.DEFAULT_TIMEOUT_S)
+            for ref in ready:  # collect errors of members that died meanwhile
+                try:
+                    ray.get(ref, timeout=0)
+                except RayActorError:
+                    pass
+        finally:
+            for handle in handles:  # their children share their fate
+                ray.kill(handle, no_restart=True)
+            for reg in self._records(timeout):
+                self.registry.unregister(reg.key, timeout=timeout)
+
+    def _membership_client(self) -> Membership:
+        if self._membership is None:
+            self._membership = Membership.start()
+        return self._membership
+
+    def _member(self, node_id: str) -> Any:
+        with self._lock:
+            handle = self._members.get(node_id)
+        if handle is None:
+            handle = member_handle(self.name, node_id) or ensure_member(self.name, node_id)
+            with self._lock:
+                self._members[node_id] = handle
+        return handle
+
+    def _forget_member(self, node_id: str) -> None:
+        with self._lock:
+            self._members.pop(node_id, None)
 
     def _eligible_nodes(self, include_draining: bool = False) -> list[NodeInfo]:
-        return [n for n in self._membership().nodes()
+        return [n for n in self._membership_client().nodes()
                 if n.alive and self.config.admits_node(n.labels)
                 and (include_draining or n.node_id not in self.config.draining)]
 
@@ -251,6 +311,15 @@ class DynamicSupervisor:
             raise ChildNotFound(f"no child {child_id!r} under {self.name!r}")
         return reg
 
+    def _await_running(self, child_id: str, deadline: float) -> DynamicChildInfo:
+        """The child once a member runs it (after its first owner died while starting it)."""
+        try:
+            reg = self.registry.wait_for(child_id, timeout=_left(deadline))
+        except NotRegistered:
+            raise StartChildError(f"child {child_id!r} did not start in time: its node died "
+                                  f"and no survivor started it") from None
+        return records.info_from(reg)
+
     @staticmethod
     def _loads(regs: Iterable[Registration]) -> dict[str, int]:
         loads: dict[str, int] = {}
@@ -261,7 +330,7 @@ class DynamicSupervisor:
     def _choose(self, child: ChildSpec, regs: list[Registration]) -> str:
         loads = self._loads(regs)
         members = [member_of(n, loads.get(n.node_id, 0)) for n in self._eligible_nodes()]
-        return self.config.strategy().choose(child.id, members, requirements_of(child)).id
+        return self.strategy.choose(child.id, members, requirements_of(child)).id
 
     def _check_running(self) -> None:
         reason = records.stopped_reason(self.name)
@@ -270,6 +339,14 @@ class DynamicSupervisor:
 
     def _poke_members(self) -> None:
         for node in self._eligible_nodes(include_draining=True):
-            handle = member_handle(self.name, node.node_id)
-            if handle is not None:
-                handle.reconcile_now.remote()
+            self._member(node.node_id).reconcile_now.remote()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _cause(exc: RayTaskError) -> Exception:
+    """The herd error a member raised (Ray wraps it), or the Ray error itself."""
+    cause = exc.cause
+    return cause if isinstance(cause, HerdError) else exc

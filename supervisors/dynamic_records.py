@@ -5,8 +5,12 @@
   record stays, without holder, so survivors can find and claim it. Its meta says which
   supervisor owns it, the owner node, the incarnation and the restart counters; its epoch is the
   fencing token every claim compares-and-sets.
+  The meta also carries the child's placement requirements (so members place orphans without
+  reading its spec) and, for a record the driver has just created, ``start_by``: until then only
+  the driver's ``start_owned`` call may start it.
 * The child's spec (which may hold a class object, not JSON) and any handoff state live in the
-  GCS KV store under ``dsup/<supervisor>/...``; so does the supervisor's configuration.
+  GCS KV store under ``dsup/<supervisor>/...``; so does the supervisor's configuration. A spec is
+  written only after its record was created, so a taken id never overwrites a running child's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from herd.platform import kv
 from herd.registry import Registration
 from herd.supervisors.dynamic_spec import DynamicChildInfo, DynamicSupervisorSpec
 from herd.supervisors.spec import ChildSpec
+from herd.supervisors.strategies import Requirements
 
 SUP_META = "herd_dsup"
 
@@ -85,18 +90,33 @@ def stopped_reason(name: str) -> str | None:
     return None if data is None else data["reason"]
 
 
+def load_state(name: str) -> tuple[DynamicSupervisorSpec | None, str | None]:
+    """The configuration and the stop reason (None while running), read together."""
+    return load_config(name), stopped_reason(name)
+
+
 def forget(name: str) -> None:
     """Delete every KV key of the supervisor (after ``stop``)."""
     for key in kv.keys(f"dsup/{name}/"):
         kv.delete(key)
 
 
-def child_meta(sup: str, owner: str, spec: ChildSpec, *, incarnation: int = 0,
-               restarts: int = 0, failovers: int = 0, state: str = "starting",
-               region: str | None = None, started_at: float | None = None) -> dict[str, Any]:
+def child_meta(sup: str, owner: str, spec: ChildSpec, requirements: Requirements, *,
+               incarnation: int = 1, start_by: float | None = None,
+               region: str | None = None) -> dict[str, Any]:
+    """The meta of a record the driver creates for a new child (incarnation 1, not started)."""
     return {SUP_META: sup, "owner": owner, "incarnation": incarnation, "restart": spec.restart,
-            "restarts": restarts, "failovers": failovers, "state": state, "region": region,
-            "started_at": started_at}
+            "restarts": 0, "failovers": 0, "state": "starting", "region": region,
+            "started_at": None, "start_by": start_by,
+            "requires": {"labels": dict(requirements.labels),
+                         "resources": dict(requirements.resources)}}
+
+
+def requirements_in(meta: dict[str, Any]) -> Requirements:
+    """The placement requirements a record's meta carries."""
+    requires = meta.get("requires") or {}
+    return Requirements(labels=requires.get("labels") or {},
+                        resources=requires.get("resources") or {})
 
 
 def info_from(reg: Registration, live_nodes: set[str] | None = None) -> DynamicChildInfo:

@@ -1,16 +1,18 @@
-"""The configuration of a distributed dynamic supervisor, and what it reports about children."""
+"""The configuration of a distributed dynamic supervisor, what it reports about children, and
+the pure placement decisions its members take (no Ray here: unit-testable)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from herd.platform.config import format_validation_error
-from herd.platform.errors import ConfigError
+from herd.platform.errors import ConfigError, NoQuorum, PlacementError
 from herd.supervisors.spec import ChildSpec, validate_name
-from herd.supervisors.strategies import STRATEGIES, Member, Requirements, make_strategy
+from herd.supervisors.strategies import (STRATEGIES, Member, RandomStrategy, Requirements,
+                                         make_strategy, stable_hash)
 from herd.supervisors.strategies.base import DistributionStrategy
 
 Redistribution = Literal["passive", "active"]
@@ -130,3 +132,79 @@ def member_of(node: Any, load: int = 0) -> Member:
     """A strategy ``Member`` for a membership ``NodeInfo``."""
     return Member(id=node.node_id, labels=dict(node.labels), load=load,
                   resources=dict(node.resources))
+
+
+#: Strategies whose owner is a function of the member set alone: only those rebalance actively.
+DETERMINISTIC = frozenset({"hash_ring", "quorum"})
+
+
+class Placing(NamedTuple):
+    """What placing one existing child needs: its record's epoch and its requirements."""
+
+    epoch: int
+    requirements: Requirements
+
+
+def place(strategy: DistributionStrategy, children: dict[str, Placing],
+          members: list[Member]) -> dict[str, str]:
+    """Owner (member id) of each child that some member can run; children no member admits are
+    left out. Every member computes the same answer from the same view: children are taken in
+    id order, a load-aware strategy counts each assignment, and ``random`` draws from a
+    generator seeded by the child's id and epoch (so survivors agree on one owner per orphan)."""
+    current = list(members)
+    owners: dict[str, str] = {}
+    for child_id in sorted(children):
+        placing = children[child_id]
+        chooser = strategy
+        if strategy.name == RandomStrategy.name:
+            chooser = RandomStrategy(seed=stable_hash(f"{child_id}/{placing.epoch}"))
+        try:
+            chosen = chooser.choose(child_id, current, placing.requirements)
+        except (PlacementError, NoQuorum):
+            continue
+        owners[child_id] = chosen.id
+        if strategy.load_aware:
+            current = [replace(m, load=m.load + 1) if m.id == chosen.id else m for m in current]
+    return owners
+
+
+def move_targets(strategy: DistributionStrategy, me: str, own: dict[str, Placing],
+                 members: list[Member], *, redistribution: str,
+                 draining: bool) -> dict[str, str]:
+    """Which of member ``me``'s children should move, and where.
+
+    Draining: all of them, placed over ``members`` (which exclude ``me``). Active
+    redistribution: with ``hash_ring``/``quorum``, those the strategy now gives to another
+    member; with ``least_loaded``, one at a time to the least loaded member while that evens the
+    loads (``me`` has at least two more); with ``random``, none (a random owner is never
+    "wrong"). Passive: none."""
+    if draining:
+        return place(strategy, own, members)
+    if redistribution != "active" or not own:
+        return {}
+    if strategy.name in DETERMINISTIC:
+        targets = {}
+        for child_id, placing in own.items():
+            try:
+                target = strategy.choose(child_id, members, placing.requirements).id
+            except (PlacementError, NoQuorum):
+                continue
+            if target != me:
+                targets[child_id] = target
+        return targets
+    if not strategy.load_aware:
+        return {}
+    loads = {m.id: m.load for m in members}
+    if me not in loads:
+        return {}
+    targets = {}
+    for child_id in sorted(own):
+        others = [m for m in strategy.eligible(members, own[child_id].requirements) if m.id != me]
+        if not others:
+            continue
+        best = min(others, key=lambda m: (loads[m.id], m.id))
+        if loads[best.id] + 1 < loads[me]:
+            targets[child_id] = best.id
+            loads[best.id] += 1
+            loads[me] -= 1
+    return targets

@@ -1,0 +1,77 @@
+"""Fencing for supervised children: "am I still the one?" before every side effect.
+
+Ray does not fence. A child on a node that hung (SIGSTOP, a long GC pause, a cut-off link) keeps
+running after the GCS declared its node dead and a survivor started its replacement; when the
+node comes back, the old incarnation may run a few more instructions before herd (or its raylet)
+kills it. Anything it writes then would interleave with the replacement's writes.
+
+The registry record of a dynamic supervisor's child names its current holder, and its epoch
+grows on every change (a new incarnation always has a higher epoch). Guard side effects with it::
+
+    from herd.supervisors.fencing import Superseded, check
+
+    class Account:
+        def deposit(self, amount):
+            epoch = check("account-7")          # raises Superseded in an old incarnation
+            self.db.write(balance + amount, fencing_token=epoch)
+
+``check`` alone narrows the window to one registry round trip; passing the epoch to the resource
+as a fencing token (the resource rejects tokens lower than the highest it has seen) closes it:
+the replacement's first write carries a higher epoch, so a stale incarnation's later write is
+refused even if its ``check`` passed just before it was superseded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from herd.platform.errors import HerdError, NotRegistered, SupervisorError
+from herd.registry import Registry
+
+__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Superseded", "check"]
+
+#: How long ``check`` waits for a record without holder (a child that has just started is
+#: registered by its supervisor right after its constructor returns) before deciding.
+DEFAULT_CHECK_TIMEOUT_S = 5.0
+
+
+class Superseded(HerdError):
+    """This actor is no longer (or is not) the registry holder of ``key``: another incarnation
+    replaced it, or the child was removed. Stop; make no more side effects."""
+
+    def __init__(self, key: str, epoch: int | None, detail: str) -> None:
+        self.key = key
+        self.epoch = epoch
+        self.detail = detail
+        super().__init__(f"superseded as holder of {key!r} (record epoch {epoch}): {detail}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, str]]:
+        return (Superseded, (self.key, self.epoch, self.detail))
+
+
+def check(key: str, registry: str = "default", timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> int:
+    """The current epoch of ``key`` if the calling actor is its registry holder; else raise
+    ``Superseded``. Call it inside the child (an actor), before each side effect.
+
+    Reads the registry itself (a linearizable read, not the lookup cache). A record without
+    holder (a new incarnation is being started, or this one has just started and is not
+    registered yet) is waited for, up to ``timeout`` seconds; if no holder appears, the caller
+    cannot prove it is current and ``Superseded`` is raised."""
+    me = ray.get_runtime_context().get_actor_id()
+    if me is None:
+        raise SupervisorError("fencing.check() must be called inside an actor")
+    deadline = time.monotonic() + timeout
+    client = Registry.get(registry)
+    reg = client.entry(key, fresh=True, timeout=timeout)
+    if reg is None:
+        raise Superseded(key, None, "the record is gone")
+    if reg.handle is None:
+        try:
+            reg = client.wait_for(key, timeout=max(deadline - time.monotonic(), 0.001))
+        except NotRegistered:
+            raise Superseded(key, reg.epoch, "no holder was registered in time") from None
+    if reg.holder_id != me:
+        raise Superseded(key, reg.epoch, f"the holder is now actor {reg.holder_id}")
+    return reg.epoch
