@@ -94,7 +94,7 @@ class Registry:
     @classmethod
     def get(cls, name: str = "default") -> Registry:
         """The registry ``name``; ``UnknownRegistry`` if it was never started."""
-        found = _clients.get((session(), name))  # type: ignore[arg-type]
+        found = _clients.get((session(), name)) if isinstance(name, str) else None  # type: ignore[arg-type]
         if found is not None:
             return found
         name = models.check_name(name)

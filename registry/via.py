@@ -32,34 +32,34 @@ DEFAULT_VIA_TIMEOUT_S = 10.0
 
 
 class Via:
-    """A handle-like proxy for the holder of ``key`` in a unique registry."""
+    """A handle-like proxy for the holder of ``key`` in a unique registry. Its own attributes
+    start with ``_``, so every public method name reaches the holder."""
 
     def __init__(self, key: str, registry: str = "default", timeout: float | None = None) -> None:
-        self.key = models.check_key(key)
-        self.registry = models.check_name(registry)
-        self.timeout = models.check_timeout(timeout, DEFAULT_VIA_TIMEOUT_S)
+        self._key = models.check_key(key)
+        self._registry_name = models.check_name(registry)
+        self._timeout = models.check_timeout(timeout, DEFAULT_VIA_TIMEOUT_S)
 
     def __getattr__(self, method: str) -> ViaMethod:
-        if method.startswith("__"):  # keep copy/pickle protocol probes away from the holder
+        if method.startswith("_"):  # keep private and protocol probes away from the holder
             raise AttributeError(method)
         return ViaMethod(self, method)
 
     def __repr__(self) -> str:
-        return f"via({self.key!r}, registry={self.registry!r})"
+        return f"via({self._key!r}, registry={self._registry_name!r})"
 
-    def resolve(self, deadline: float | None = None) -> ActorHandle:
+    def _resolve(self, deadline: float) -> ActorHandle:
         """The current holder's handle, waiting for one until the deadline."""
-        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
         registry = self._registry()
-        handle = registry.lookup(self.key, timeout=_left(deadline))
+        handle = registry.lookup(self._key, timeout=_left(deadline))
         if handle is None:
-            handle = registry.wait_for(self.key, timeout=_left(deadline)).handle
+            handle = registry.wait_for(self._key, timeout=_left(deadline)).handle
         return handle
 
     def _registry(self) -> Registry:
-        registry = Registry.get(self.registry)
+        registry = Registry.get(self._registry_name)
         if registry.keys != "unique":
-            raise KeyModeError(f"via needs a unique registry; {self.registry!r} has "
+            raise KeyModeError(f"via needs a unique registry; {self._registry_name!r} has "
                                f"keys={registry.keys!r}")
         return registry
 
@@ -71,21 +71,22 @@ class ViaMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit to the current holder once; returns the ObjectRef."""
-        return getattr(self._target.resolve(), self._method).remote(*args, **kwargs)
+        deadline = time.monotonic() + self._target._timeout
+        return getattr(self._target._resolve(deadline), self._method).remote(*args, **kwargs)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Submit, wait for the result, and on holder death retry once on the next holder."""
         target = self._target
-        deadline = time.monotonic() + target.timeout
-        handle = target.resolve(deadline)
-        what = f"via({target.key!r}).{self._method}"
+        deadline = time.monotonic() + target._timeout
+        handle = target._resolve(deadline)
+        what = f"{target!r}.{self._method}"
         try:
             return rpc.get(getattr(handle, self._method).remote(*args, **kwargs),
                            timeout=_left(deadline), what=what)
         except ActorDiedError:
             registry = target._registry()
-            registry._invalidate(target.key, handle)
-            successor = registry.wait_for(target.key, exclude=handle, timeout=_left(deadline))
+            registry._invalidate(target._key, handle)
+            successor = registry.wait_for(target._key, exclude=handle, timeout=_left(deadline))
         return rpc.get(getattr(successor.handle, self._method).remote(*args, **kwargs),
                        timeout=_left(deadline), what=what)
 

@@ -14,8 +14,8 @@ that called ``exit()`` is still running until then).
 from __future__ import annotations
 
 import asyncio
-import itertools
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -29,7 +29,8 @@ from herd.supervisors.exit import KILLED, SHUTDOWN
 from herd.supervisors.harness import READY_METHOD, STOP_METHOD, make_child_class
 from herd.supervisors.spec import ChildSpec
 
-__all__ = ["KILL_CONFIRM_S", "Incarnation", "child_options", "shutdown", "start_worker", "watch"]
+__all__ = ["KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "shutdown", "spawn",
+           "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.lifecycle")
 
@@ -39,7 +40,7 @@ KILL_CONFIRM_S = 10.0
 UNAVAILABLE_RETRY_S = 0.1
 _MAX_ERROR_CHARS = 600
 
-_serial = itertools.count(1)
+_background: set[asyncio.Task[Any]] = set()
 
 
 @dataclass(eq=False)
@@ -49,7 +50,6 @@ class Incarnation:
     handle: ActorHandle
     info: dict[str, Any]
     exited: asyncio.Future[str]
-    serial: int = field(default_factory=lambda: next(_serial))
 
     @property
     def pid(self) -> int | None:
@@ -82,21 +82,19 @@ async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any,
     monitor_ref = getattr(handle, MONITOR_METHOD).remote()
     try:
         info = await asyncio.wait_for(_await(ready_ref), timeout_s)
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, RayActorError, RayTaskError) as exc:
         ray.kill(handle, no_restart=True)
-        raise StartChildError(
-            f"child {child_id!r} did not start within {timeout_s:.1f} s (no node satisfies its "
-            f"options, or its constructor is slow)") from None
-    except RayActorError as exc:
-        ray.kill(handle, no_restart=True)
-        raise StartChildError(f"child {child_id!r} failed to start: {_short(exc)}") from None
-    except RayTaskError as exc:  # a nested supervisor's own start failed
-        ray.kill(handle, no_restart=True)
-        cause = exc.cause if exc.cause is not None else exc
-        raise StartChildError(f"child {child_id!r} failed to start: {_short(cause)}") from None
+        spawn(_drain(monitor_ref))
+        if isinstance(exc, asyncio.TimeoutError):
+            why = (f"did not start within {timeout_s:.1f} s (no node satisfies its options, or "
+                   f"its constructor is slow)")
+        else:  # the constructor raised, or a nested supervisor's own start failed
+            cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
+            why = f"failed to start: {_short(cause)}"
+        raise StartChildError(f"child {child_id!r} {why}") from None
     exited: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     incarnation = Incarnation(handle=handle, info=dict(info or {}), exited=exited)
-    asyncio.get_running_loop().create_task(watch(incarnation, monitor_ref))
+    spawn(watch(incarnation, monitor_ref))
     return incarnation
 
 
@@ -127,8 +125,7 @@ async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUT
     if incarnation.exited.done():
         return incarnation.exited.result()
     if spec.shutdown != "brutal_kill":
-        stop_ref = getattr(incarnation.handle, STOP_METHOD).remote(reason)
-        asyncio.get_running_loop().create_task(_drain(stop_ref))
+        spawn(_drain(getattr(incarnation.handle, STOP_METHOD).remote(reason)))
         try:
             return await asyncio.wait_for(asyncio.shield(incarnation.exited),
                                           spec.shutdown_deadline_s())
@@ -140,6 +137,15 @@ async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUT
     except asyncio.TimeoutError:
         log.warning("kill_not_confirmed", child_id=spec.id, waited_s=KILL_CONFIRM_S)
         return KILLED
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coro`` as a background task of the running loop, holding a reference to it until
+    it is done (the loop itself keeps only weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
 
 
 async def _await(ref: Any) -> Any:

@@ -32,7 +32,8 @@ from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.supervisors.exit import SHUTDOWN, ExitSignal
 from herd.supervisors.harness import STOP_METHOD, ready_info
 from herd.supervisors.info import ChildInfo
-from herd.supervisors.lifecycle import Incarnation, adopt, child_options, shutdown, start_worker
+from herd.supervisors.lifecycle import (Incarnation, adopt, child_options, shutdown, spawn,
+                                        start_worker)
 from herd.supervisors.naming import ChildNames
 from herd.supervisors.otp import Child, SupervisorCore
 from herd.supervisors.spec import ChildSpec, SupervisorSpec
@@ -84,6 +85,8 @@ class _RayRunner:
 
 
 class SupervisorServer:
+    """One supervisor (root or nested); ``SupervisorActor`` is its Ray actor class."""
+
     def __init__(self, name: str, durable: bool) -> None:
         self.name = name
         self.durable = durable
@@ -115,14 +118,15 @@ class SupervisorServer:
         self._log.info("reboot", children=[c.id for c in spec.children])
         async with self.mailbox:
             try:
-                await self.names.clear(c.id for c in spec.children)
-                await self._init(spec)
+                await self._init(spec, rebooting=True)
             except HerdError as exc:
                 self._log.error("reboot_failed", error=str(exc))
                 await self._exit(SHUTDOWN)
 
-    async def _init(self, spec: SupervisorSpec) -> None:
+    async def _init(self, spec: SupervisorSpec, rebooting: bool = False) -> None:
         self.names = ChildNames(self.name, spec.registry)
+        if rebooting:
+            await self.names.clear(c.id for c in spec.children)
         self.core = SupervisorCore(self.name, spec, _RayRunner(self))
         self._spec = spec
         await self.core.init(spec.children)
@@ -136,6 +140,7 @@ class SupervisorServer:
         return self.signal.reason or reason
 
     async def exit_process(self) -> None:
+        """End this actor's process on purpose (Ray does not restart it). Internal."""
         ray.actor.exit_actor()
 
     # ------------------------------------------------------------------ API
@@ -169,7 +174,7 @@ class SupervisorServer:
     # ------------------------------------------------------------------ exits and retries
     def post_exit(self, child_id: str, incarnation: Incarnation, reason: str) -> None:
         """A child's incarnation exited: queue the operation that handles it."""
-        asyncio.get_running_loop().create_task(self._child_exited(child_id, incarnation, reason))
+        spawn(self._child_exited(child_id, incarnation, reason))
 
     async def _child_exited(self, child_id: str, incarnation: Incarnation, reason: str) -> None:
         await self.names.unregister(child_id, incarnation.handle)
@@ -192,7 +197,7 @@ class SupervisorServer:
             finally:
                 self._save()
                 for child_id in core.take_retries():
-                    asyncio.get_running_loop().create_task(self._try_again(child_id))
+                    spawn(self._try_again(child_id))
             if outcome is not None:
                 await self._exit(outcome)
 

@@ -1,0 +1,321 @@
+"""The distributed dynamic supervisor on a real 3-node, 2-region cluster (head us-east, worker-1
+us-west, worker-2 us-east): placement by every strategy, region constraints, impossible
+placements, the child API, per-child restart budgets, and -- last, because it adds a node --
+join with active rebalance and handoff, passive supervisors staying put, and drain.
+
+Children report to a ``Ledger`` actor on the head (starts, terminate hooks), so the tests check
+what really ran, not only what the registry says."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import ray
+from ray import cloudpickle
+
+from herd.platform import rpc
+from herd.platform.control_plane import pinned_options
+from herd.platform.errors import (ChildNotFound, PlacementError, StartChildError,
+                                  SupervisorStopped)
+from herd.platform.membership import NodeInfo
+from herd.platform.waiting import wait_until
+from herd.registry import Registry
+from herd.supervisors import ChildAlreadyStarted, ChildSpec
+from herd.supervisors.dynamic import DynamicSupervisor
+from herd.supervisors.dynamic_member import member_handle
+from herd.supervisors.dynamic_spec import DynamicChildInfo, member_of
+from herd.supervisors.strategies import make_strategy
+
+WAIT_S = 60.0
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@ray.remote(num_cpus=0)
+class Ledger:
+    """What children did: starts (tag, pid, node) and terminate hooks; crash switches."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, int, str]] = []
+        self.terminated: list[tuple[str, str]] = []
+        self.crashing: set[str] = set()
+
+    def started(self, tag: str, pid: int, node: str) -> None:
+        self.starts.append((tag, pid, node))
+
+    def terminate(self, tag: str, reason: str) -> None:
+        self.terminated.append((tag, reason))
+
+    def crash_loop(self, tag: str) -> None:
+        self.crashing.add(tag)
+
+    def is_crashing(self, tag: str) -> bool:
+        return tag in self.crashing
+
+    def report(self) -> dict[str, Any]:
+        return {"starts": list(self.starts), "terminated": list(self.terminated)}
+
+
+class DsupWorker:
+    """A child with state that moves with it (``handoff``/``restore``)."""
+
+    def __init__(self, ledger: Any, tag: str, fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError(f"{tag} refuses to start")
+        self.ledger, self.tag, self.state = ledger, tag, {}
+        self.node = ray.get_runtime_context().get_node_id()
+        rpc.get(ledger.started.remote(tag, os.getpid(), self.node), timeout=10)
+        if rpc.get(ledger.is_crashing.remote(tag), timeout=10):
+            threading.Timer(0.3, os._exit, (1,)).start()
+
+    def where(self) -> tuple[int, str]:
+        return os.getpid(), self.node
+
+    def put(self, key: str, value: Any) -> None:
+        self.state[key] = value
+
+    def get(self, key: str) -> Any:
+        return self.state.get(key)
+
+    def crash(self) -> None:
+        rpc.get(self.ledger.crash_loop.remote(self.tag), timeout=10)
+        os._exit(1)
+
+    def handoff(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.state = dict(state)
+
+    def terminate(self, reason: str) -> None:
+        rpc.get(self.ledger.terminate.remote(self.tag, reason), timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ledger(cluster: Any) -> Any:
+    handle = Ledger.options(**pinned_options(cluster.head.node_id)).remote()
+    yield handle
+    ray.kill(handle)
+
+
+@pytest.fixture
+def sups() -> Any:
+    """Supervisors a test starts; each is stopped at the end, whatever happened."""
+    started: list[DynamicSupervisor] = []
+    yield started
+    for sup in started:
+        sup.stop(timeout=WAIT_S)
+
+
+def start_sup(sups: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
+    options.setdefault("reconcile_interval_s", 0.5)
+    sup = DynamicSupervisor.start(name, timeout=WAIT_S, **options)
+    sups.append(sup)
+    return sup
+
+
+def spec(ledger: Any, tag: str, **kw: Any) -> ChildSpec:
+    kw.setdefault("shutdown", 2000)
+    fail = kw.pop("fail", False)
+    return ChildSpec(id=tag, actor=DsupWorker, args=(ledger, tag, fail), **kw)
+
+
+def children(sup: DynamicSupervisor) -> dict[str, DynamicChildInfo]:
+    return {c.id: c for c in sup.which_children(timeout=WAIT_S)}
+
+
+def where(info: DynamicChildInfo) -> tuple[int, str]:
+    return rpc.get(info.handle.where.remote(), timeout=WAIT_S)
+
+
+def starts(ledger: Any, tag: str) -> list[tuple[str, int, str]]:
+    return [s for s in rpc.get(ledger.report.remote(), timeout=WAIT_S)["starts"] if s[0] == tag]
+
+
+def settled(sup: DynamicSupervisor, expect: dict[str, str] | None = None
+            ) -> dict[str, DynamicChildInfo] | None:
+    """Every child running with a holder (on the expected nodes, if given), else None."""
+    now = children(sup)
+    if any(c.status != "running" or c.handle is None for c in now.values()):
+        return None
+    if expect is not None and {k: c.node_id for k, c in now.items()} != expect:
+        return None
+    return now
+
+
+def ring_owners(sup: DynamicSupervisor, ids: list[str]) -> dict[str, str]:
+    members = [member_of_row(row) for row in sup.members(timeout=WAIT_S)]
+    strategy = make_strategy(sup.config.distribution, **sup.config.distribution_options)
+    return {i: strategy.choose(i, members).id for i in ids}
+
+
+def member_of_row(row: dict[str, Any]) -> Any:
+    return member_of(NodeInfo(row["node_id"], "", True, row["labels"], {}))
+
+
+# ------------------------------------------------------------------------------ placement
+def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledger: Any,
+                                                               sups: list) -> None:
+    """hash_ring: owners are the ring's (a pure function of ids and members), spread over the
+    nodes, and each child really runs where its record says; region selectors; impossible
+    placements fail fast and leave nothing; duplicate ids; terminate/restart/count."""
+    sup = start_sup(sups, "dsup-ring")
+    ids = [f"ring-{i}" for i in range(6)]
+    for child_id in ids:
+        info = sup.start_child(spec(ledger, child_id), timeout=WAIT_S)
+        assert info.incarnation == 1 and info.status == "running" and info.handle is not None
+    expected = ring_owners(sup, ids)
+    now = children(sup)
+    assert {k: c.node_id for k, c in now.items()} == expected
+    assert len(set(expected.values())) >= 2
+    for child_id, info in now.items():
+        pid, node = where(info)
+        assert node == info.node_id and starts(ledger, child_id) == [(child_id, pid, node)]
+    assert [m["node_id"] for m in sup.members()] == sorted(n.node_id for n in cluster.nodes)
+
+    west = cluster.worker_nodes[0]
+    assert west.region == "us-west"
+    pinned = sup.start_child(spec(ledger, "ring-west",
+                                  options={"label_selector": {"region": "us-west"}}))
+    assert pinned.node_id == west.node_id and where(pinned)[1] == west.node_id
+
+    registry = Registry.start()
+    for bad, error in ((spec(ledger, "ring-mars", options={"label_selector": {"region": "mars"}}),
+                        PlacementError),
+                       (spec(ledger, "ring-gpu", options={"num_gpus": 1}), PlacementError),
+                       (spec(ledger, "ring-fail", fail=True), StartChildError)):
+        began = time.monotonic()
+        with pytest.raises(error) as caught:
+            sup.start_child(bad, timeout=WAIT_S)
+        assert time.monotonic() - began < 15, "an impossible child must fail fast"
+        assert registry.entry(bad.id, fresh=True) is None, caught.value
+    assert "refuses to start" in str(caught.value)
+
+    with pytest.raises(ChildAlreadyStarted):
+        sup.start_child(spec(ledger, "ring-0"))
+    assert where(children(sup)["ring-0"]) == where(now["ring-0"])  # untouched
+
+    old_pid = where(now["ring-1"])[0]
+    restarted = sup.restart_child("ring-1", timeout=WAIT_S)
+    assert restarted.incarnation == 2 and where(restarted)[0] != old_pid
+    sup.terminate_child("ring-2", timeout=WAIT_S)
+    assert ("ring-2", "shutdown") in rpc.get(ledger.report.remote())["terminated"]
+    assert registry.entry("ring-2", fresh=True) is None
+    with pytest.raises(ChildNotFound):
+        sup.terminate_child("ring-2")
+    assert sup.count_children() == {"specs": 6, "active": 6, "workers": 6, "supervisors": 0}
+
+
+def test_least_loaded_and_random(cluster: Any, ledger: Any, sups: list) -> None:
+    """least_loaded fills the emptiest member (ties by id): three children on three nodes.
+    random places on members only, and every child answers where its record says."""
+    loaded = start_sup(sups, "dsup-least", distribution="least_loaded")
+    nodes = [loaded.start_child(spec(ledger, f"least-{i}"), timeout=WAIT_S).node_id
+             for i in range(3)]
+    assert nodes == sorted(n.node_id for n in cluster.nodes)
+    rand = start_sup(sups, "dsup-random", distribution="random")
+    for i in range(4):
+        rand.start_child(spec(ledger, f"rand-{i}"), timeout=WAIT_S)
+    for info in children(rand).values():
+        assert where(info)[1] == info.node_id
+        assert info.node_id in {n.node_id for n in cluster.nodes}
+
+
+def test_members_restricted_to_a_region(cluster: Any, ledger: Any, sups: list) -> None:
+    """members={"region": "us-west"}: members only there, children only there, and a child
+    that needs another region has no member to go to."""
+    west = [n.node_id for n in cluster.nodes if n.region == "us-west"]
+    sup = start_sup(sups, "dsup-west", members={"region": "us-west"})
+    assert [m["node_id"] for m in sup.members()] == west
+    assert member_handle("dsup-west", cluster.head.node_id) is None
+    for i in range(3):
+        assert sup.start_child(spec(ledger, f"west-{i}")).node_id in west
+    with pytest.raises(PlacementError):
+        sup.start_child(spec(ledger, "west-east", options={"label_selector": {"region": "us-east"}}))
+
+
+# -------------------------------------------------------------------------------- budgets
+def test_per_child_budget_gives_up_only_the_crashing_child(cluster: Any, ledger: Any,
+                                                            sups: list) -> None:
+    """A crash-looping child exhausts its own budget and is given up (reported); its
+    siblings on the same node keep running, same incarnation and pid."""
+    sup = start_sup(sups, "dsup-budget", members={"region": "us-west"}, max_restarts=2,
+                    max_seconds=60)
+    for tag in ("bud-a", "bud-b", "bud-crash"):
+        sup.start_child(spec(ledger, tag), timeout=WAIT_S)
+    before = children(sup)
+    sibling_pids = {k: where(before[k]) for k in ("bud-a", "bud-b")}
+    before["bud-crash"].handle.crash.remote()
+    wait_until(lambda: "bud-crash" in sup.given_up(), WAIT_S, what="crashing child given up")
+    assert len(starts(ledger, "bud-crash")) == 3  # first start + max_restarts restarts
+    assert "bud-crash" not in children(sup)
+    after = children(sup)
+    for tag, (pid, node) in sibling_pids.items():
+        assert after[tag].incarnation == 1 and after[tag].epoch == before[tag].epoch
+        assert where(after[tag]) == (pid, node)
+
+
+def test_exhausted_budget_escalates_when_asked(cluster: Any, ledger: Any, sups: list) -> None:
+    """on_exhausted="escalate": the first child over its budget stops the whole supervisor."""
+    sup = start_sup(sups, "dsup-escalate", members={"region": "us-west"}, max_restarts=0,
+                    on_exhausted="escalate")
+    sibling = sup.start_child(spec(ledger, "esc-sibling"), timeout=WAIT_S)
+    crasher = sup.start_child(spec(ledger, "esc-crash"), timeout=WAIT_S)
+    crasher.handle.crash.remote()
+    wait_until(lambda: _dead(sibling.handle), WAIT_S, what="sibling stopped by the escalation")
+    with pytest.raises(SupervisorStopped):
+        sup.start_child(spec(ledger, "esc-late"))
+    assert ("esc-sibling", "shutdown") in rpc.get(ledger.report.remote())["terminated"]
+
+
+def _dead(handle: Any) -> bool:
+    try:
+        rpc.get(handle.where.remote(), timeout=5)
+        return False
+    except ray.exceptions.RayActorError:
+        return True
+
+
+# ------------------------------------------------------------------- join, rebalance, drain
+def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups: list) -> None:
+    """A us-west node joins: the active supervisor moves the children the ring now gives it,
+    with their state (handoff/restore); a passive one moves nothing. Draining the new node
+    moves its children back, state included."""
+    active = start_sup(sups, "dsup-active", members={"region": "us-west"},
+                       redistribution="active")
+    passive = start_sup(sups, "dsup-passive", members={"region": "us-west"})
+    ids = [f"act-{i}" for i in range(6)]
+    for child_id in ids:
+        active.start_child(spec(ledger, child_id), timeout=WAIT_S)
+        rpc.get(children(active)[child_id].handle.put.remote("value", child_id.upper()))
+    for i in range(2):
+        passive.start_child(spec(ledger, f"pas-{i}"), timeout=WAIT_S)
+    passive_before = {k: where(c) for k, c in children(passive).items()}
+    first_pids = {k: where(c)[0] for k, c in children(active).items()}
+
+    joined = cluster.add_node(region="us-west")
+    wait_until(lambda: len(active.members()) == 2, WAIT_S, what="new member listed")
+    expected = ring_owners(active, ids)
+    assert joined.node_id in expected.values()
+    now = wait_until(lambda: settled(active, expected), WAIT_S, what="active rebalance")
+    for child_id, info in now.items():
+        pid, node = where(info)
+        assert node == expected[child_id]
+        assert rpc.get(info.handle.get.remote("value")) == child_id.upper()  # state kept
+        moved = node == joined.node_id
+        assert (pid != first_pids[child_id]) == moved and info.incarnation == 1 + moved
+    assert {k: where(c) for k, c in children(passive).items()} == passive_before
+
+    active.drain_node(joined.node_id, timeout=WAIT_S)
+    drained = wait_until(lambda: settled(active), WAIT_S, what="drained children running")
+    for child_id, info in drained.items():
+        assert where(info)[1] != joined.node_id
+        assert rpc.get(info.handle.get.remote("value")) == child_id.upper()
+    assert next(m for m in active.members() if m["node_id"] == joined.node_id)["draining"]
+    late = [active.start_child(spec(ledger, f"act-late-{i}"), timeout=WAIT_S) for i in range(3)]
+    assert all(info.node_id != joined.node_id for info in late)  # nothing placed there
