@@ -155,12 +155,13 @@ class CRDT(ABC):
                               source=SOURCE, field="other", value=type(other).__name__)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+        return isinstance(other, CRDT) and type(other) is type(self) \
+            and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((self.TYPE, self._key()))
 
-    def _key(self) -> Any:
+    def _key(self) -> str:
         return json.dumps(self._state(), sort_keys=True)
 
     def __repr__(self) -> str:

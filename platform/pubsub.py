@@ -19,7 +19,8 @@ returned. Delivery is at most once per (topic, subscriber) per publish. Messages
 after another by one thread reach every subscriber in publish order, provided the subscriber
 executes calls in order (a synchronous actor with ``max_concurrency=1``; Ray runs async and
 threaded actors' calls out of order). A subscriber that Ray restarts on another node must
-subscribe again. Messages published while a fan-out actor restarts can be lost.
+subscribe again. A publish that meets a fan-out actor while it restarts raises ``PublishError``
+naming that node (the other nodes got the message); listeners' buffers do not survive a restart.
 """
 
 from __future__ import annotations
@@ -143,8 +144,11 @@ class PubSubNode:
         self.pushed = 0
         self.dropped = 0
         self.log = log.bind(node_id=node_id)
+        self.reloaded = bool(saved)
         if saved:
             self.log.info("pubsub_node_reloaded", topics=len(self.subscribers))
+            if not self.subscribers:  # registered for listeners only, whose buffers are gone
+                self._persist()
 
     # ---------------------------------------------------------------- subscriptions
     async def subscribe(self, topic: str, handle: Any, method: str) -> bool:
@@ -283,7 +287,8 @@ class PubSubNode:
 
     # ---------------------------------------------------------------- introspection
     async def stats(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "pushed": self.pushed, "dropped": self.dropped,
+        return {"node_id": self.node_id, "reloaded": self.reloaded, "pushed": self.pushed,
+                "dropped": self.dropped,
                 "listeners": len(self.listeners),
                 "subscribers": {topic: sorted(subs) for topic, subs in self.subscribers.items()}}
 

@@ -53,6 +53,15 @@ def has_quorum(live: Iterable[str], static_members: Sequence[str]) -> bool:
     return len(static.intersection(live)) >= majority(len(static))
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for an error: a task error is described by the exception the task raised."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 @dataclass
 class QuorumResult:
     """Outcome of a quorum call; indexes refer to the list of refs given to ``QuorumCall``."""
@@ -81,8 +90,7 @@ class QuorumResult:
         return [self.successes[i] for i in sorted(self.successes)]
 
     def summary(self) -> str:
-        failed = "; ".join(f"#{i}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                           for i, e in sorted(self.failures.items()))
+        failed = "; ".join(f"#{i}: {_describe(e)}" for i, e in sorted(self.failures.items()))
         return (f"{len(self.successes)} of {self.total} succeeded, {len(self.failures)} failed, "
                 f"{len(self.pending)} pending; {self.required} required"
                 + (f" (failures: {failed})" if failed else ""))

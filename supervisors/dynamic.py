@@ -152,6 +152,16 @@ class DynamicSupervisor:
         except RayActorError:  # the owner's node died meanwhile: a survivor fails it over
             self._forget_member(owner)
             return self._await_running(child.id, deadline)
+        except HerdTimeoutError:
+            # Its member did not answer in time. Remove the record unless the child got
+            # registered meanwhile; a start still in flight then finds it gone and stops.
+            try:
+                self.registry.unregister(child.id, epoch=reg.epoch)
+            except EpochConflict:  # it changed: started (or being failed over) after all
+                return records.info_from(self._record(child.id, None))
+            records.delete_spec(self.name, child.id)
+            raise StartChildError(f"child {child.id!r} did not start within {wait_s:.1f} s"
+                                  ) from None
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop the child (its ``terminate`` hook within its shutdown time) and forget it."""

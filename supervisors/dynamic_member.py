@@ -108,9 +108,9 @@ class DynamicMember:
     async def __init__(self, supervisor: str, node_id: str) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="herd-dsup"))
-        config = await asyncio.to_thread(records.load_config, supervisor)
-        if config is None:
-            raise SupervisorError(f"dynamic supervisor {supervisor!r} has no configuration")
+        config, stopped = await asyncio.to_thread(records.load_state, supervisor)
+        if config is None or stopped is not None:  # e.g. created by a round racing stop()
+            raise SupervisorStopped(f"dynamic supervisor {supervisor!r} is not running")
         self.sup = supervisor
         self.node_id = node_id
         self.config: DynamicSupervisorSpec = config
@@ -222,7 +222,7 @@ class DynamicMember:
 
     async def _ensure_members(self, live: dict[str, NodeInfo]) -> None:
         for node_id in live:
-            if node_id not in self.ensured:
+            if node_id not in self.ensured and not self.halted:
                 try:
                     self.handles[node_id] = await asyncio.to_thread(ensure_member, self.sup,
                                                                     node_id)

@@ -16,7 +16,7 @@ from ray import cloudpickle
 
 from herd.platform import rpc
 from herd.platform.control_plane import get_named
-from herd.platform.errors import ConfigError, StartChildError, SupervisorError
+from herd.platform.errors import ConfigError, HerdError, StartChildError, SupervisorError
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
 from herd.platform.waiting import wait_until
 from herd.registry import Registry, via
@@ -196,7 +196,7 @@ def test_root_restarted_by_ray_starts_its_children(cluster: Any, sups: list[Supe
     def rebooted() -> dict[str, int | None] | None:
         try:
             now = {c.id: c.pid for c in sup.which_children(timeout=5)}
-        except (SupervisorError, ray.exceptions.RayError):
+        except (HerdError, ray.exceptions.RayError):  # restarting, or busy starting children
             return None
         running = now.keys() == before.keys() and all(now.values())
         return now if running and not set(now.values()) & set(before.values()) else None

@@ -325,7 +325,8 @@ def test_lww_register_tie_breaks() -> None:
     assert reg.assign("same ms, later counter", Timestamp(10, 1, "a")).value \
         == "same ms, later counter"
     # same wall time and counter: the greater replica id wins, on every replica
-    x, y = LWWRegister("from-a", Timestamp(10, 0, "a")), LWWRegister("from-b", Timestamp(10, 0, "b"))
+    x = LWWRegister("from-a", Timestamp(10, 0, "a"))
+    y = LWWRegister("from-b", Timestamp(10, 0, "b"))
     assert x.merge(y).value == y.merge(x).value == "from-b"
     # identical timestamps (a reused replica id): still one deterministic winner
     p, q = LWWRegister(1, Timestamp(1, 0, "a")), LWWRegister(2, Timestamp(1, 0, "a"))

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import ray
+from ray.exceptions import RayTaskError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,12 @@ def test_quorum_result_bookkeeping() -> None:
     assert "#1: RuntimeError: boom;" in summary and "traceback" not in summary
     ok = QuorumResult(required=2, total=3, successes={2: "c", 0: "a"})
     assert ok.reached and ok.values == ["a", "c"]
+
+
+def test_summary_describes_a_task_error_by_its_cause() -> None:
+    task_error = RayTaskError("replica", "Traceback ...", ValueError("replica 2 refused"))
+    result = QuorumResult(required=1, total=1, failures={0: task_error.as_instanceof_cause()})
+    assert "#0: ValueError: replica 2 refused" in result.summary()
 
 
 def test_quorum_errors_are_herd_errors_with_the_result() -> None:
