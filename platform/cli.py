@@ -105,11 +105,12 @@ def cluster_up(nodes: int, regions: str, config_path: Path | None, dashboard: bo
         raise HerdError(f"a cluster is already running from {run_dir}; `herd cluster down` first")
     if config_path is not None:
         config = ClusterConfig.from_yaml(config_path)
-        started = LocalCluster.from_config(config, run_dir=run_dir, include_dashboard=dashboard)
+        started = LocalCluster.from_config(config, run_dir=run_dir, include_dashboard=dashboard,
+                                           owned=False)
     else:
         region_list = [r.strip() for r in regions.split(",") if r.strip()]
         started = LocalCluster(nodes=nodes, regions=region_list, run_dir=run_dir,
-                               include_dashboard=dashboard)
+                               include_dashboard=dashboard, owned=False)
     click.echo(f"cluster up: {len(started.nodes)} nodes, address {started.address}")
     if started.dashboard_url:
         click.echo(f"dashboard / jobs API: {started.dashboard_url}")

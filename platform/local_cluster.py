@@ -92,7 +92,7 @@ class LocalCluster:
                  health_check: HealthCheckConfig | dict[str, int] | None = None,
                  auth: str = "token", num_cpus: float = 1.0, run_dir: str | Path | None = None,
                  include_dashboard: bool = False, extra_env: dict[str, str] | None = None,
-                 start: bool = True) -> None:
+                 start: bool = True, owned: bool = True) -> None:
         if nodes < 1:
             raise ClusterError(f"a cluster needs at least one node, got nodes={nodes}")
         if auth not in ("token", "disabled"):
@@ -113,16 +113,19 @@ class LocalCluster:
         self.port = 0
         self.dashboard_port: int | None = None
         self._launches: dict[str, _Launch] = {}
+        # An owned cluster dies with the process that started it (herd.platform.reaper);
+        # `herd cluster up` starts an unowned one that runs until `herd cluster down`.
+        self.owned = owned
         if start:
             self.start()
 
     @classmethod
     def from_config(cls, config: ClusterConfig, run_dir: str | Path | None = None,
-                    include_dashboard: bool = False) -> LocalCluster:
+                    include_dashboard: bool = False, owned: bool = True) -> LocalCluster:
         """Start the ``mode: local`` topology of a ClusterConfig."""
         cluster = cls(nodes=1, regions=config.regions, health_check=config.health_check,
                       auth=config.auth, num_cpus=config.head.num_cpus, run_dir=run_dir,
-                      include_dashboard=include_dashboard, start=False)
+                      include_dashboard=include_dashboard, start=False, owned=owned)
         cluster._start_head(config.head)
         cluster._start_workers(config.worker_specs())
         cluster.save_state()
@@ -380,6 +383,7 @@ class LocalCluster:
         self.nodes.append(node)
         launch = _Launch(node, popen, log_path)
         self._launches[node.name] = launch
+        self.save_state()
         return launch
 
     def _start_head(self, spec: NodeSpec) -> LocalNode:
@@ -397,8 +401,17 @@ class LocalCluster:
             args += ["--include-dashboard", "false"]
         launch = self._launch(node, args + self._common_args(node))
         log.info("node_starting", node=node.name, head=True, port=self.port)
+        self.save_state()
+        if self.owned:
+            self._start_reaper()
         self._wait_registered([launch])
         return node
+
+    def _start_reaper(self) -> None:
+        subprocess.Popen([sys.executable, "-m", "herd.platform.reaper", str(os.getpid()),
+                          str(self.run_dir / STATE_FILE)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
     def _start_workers(self, specs: list[NodeSpec]) -> list[LocalNode]:
         launches = []

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import ray
 
 from herd.platform.cluster import LocalCluster, connect, disconnect
 from herd.platform.membership import Membership
+from herd.platform.waiting import wait_until
 
 
 def test_start_label_and_shutdown_leaves_no_process() -> None:
@@ -73,3 +76,20 @@ def test_embedded_single_node_membership() -> None:
         assert len(nodes) == 1 and nodes[0].is_head and nodes[0].alive
     finally:
         disconnect()
+
+
+def test_owned_cluster_dies_with_its_owner(tmp_path: Any) -> None:
+    """A process that starts a cluster and is SIGKILLed leaves no Ray process behind."""
+    script = textwrap.dedent(f"""
+        import json, os, signal
+        from herd.platform.cluster import LocalCluster
+        cluster = LocalCluster(nodes=2, run_dir="{tmp_path / 'owned'}")
+        print(json.dumps(cluster.pids()), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=180)
+    pids = json.loads(out.stdout.strip().splitlines()[-1])
+    assert pids
+    wait_until(lambda: not [p for p in pids if _not_zombie(p)], 30, interval=0.2,
+               what="reaper stops the orphaned cluster")
