@@ -88,7 +88,7 @@ class PlacementError(StartChildError):
     """No member/node satisfies a child's resources or labels."""
 
 
-class NoQuorum(SupervisorError):
+class NoQuorum(HerdError):
     """The member set has no majority of its static member list."""
 
 

@@ -32,6 +32,7 @@ LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"
 REGION_RESOURCE_UNITS = 1000.0
 NODE_START_TIMEOUT_S = 90.0
+WORKER_START_ATTEMPTS = 2
 
 
 def free_port() -> int:
@@ -77,6 +78,7 @@ class _Launch:
     node: LocalNode
     popen: subprocess.Popen[bytes]
     log_path: Path
+    attempt: int = 1
 
 
 class LocalCluster:
@@ -435,9 +437,19 @@ class LocalCluster:
         pending = {launch.node.node_manager_port: launch for launch in launches}
         client = None
         while pending:
-            for launch in pending.values():
-                if launch.popen.poll() is not None:
-                    self._fail_launch(launch, f"exited with code {launch.popen.returncode}")
+            for port, launch in list(pending.items()):
+                if launch.popen.poll() is None:
+                    continue
+                why = f"exited with code {launch.popen.returncode}"
+                if launch.node.is_head or launch.attempt >= WORKER_START_ATTEMPTS:
+                    self._fail_launch(launch, why)
+                # A worker's `ray start` gives up when the GCS is slow to answer (an overloaded
+                # machine): start it once more before failing the cluster.
+                log.warning("node_start_retry", node=launch.node.name, why=why)
+                del pending[port]
+                retry = self._relaunch(launch)
+                pending[retry.node.node_manager_port] = retry
+                deadline = max(deadline, time.monotonic() + NODE_START_TIMEOUT_S)
             if time.monotonic() > deadline:
                 self._fail_launch(next(iter(pending.values())),
                                   f"not registered within {NODE_START_TIMEOUT_S:.0f} s")
@@ -457,6 +469,18 @@ class LocalCluster:
                     log.info("node_up", node=launch.node.name, node_id=launch.node.node_id)
             if pending:
                 time.sleep(0.2)
+
+    def _relaunch(self, failed: _Launch) -> _Launch:
+        processes.kill_session(failed.node.leader_pid)
+        self._reap(failed.node)
+        self.nodes.remove(failed.node)
+        old = failed.node
+        node = LocalNode(name=old.name, is_head=False, num_cpus=old.num_cpus, region=old.region,
+                         zone=old.zone, labels=old.labels, resources=old.resources,
+                         node_manager_port=free_port())
+        launch = self._launch(node, ["--address", self.address] + self._common_args(node))
+        launch.attempt = failed.attempt + 1
+        return launch
 
     def _fail_launch(self, launch: _Launch, why: str) -> None:
         tail = launch.log_path.read_text(errors="replace")[-2000:] if launch.log_path.exists() else ""

@@ -21,6 +21,8 @@ executes calls in order (a synchronous actor with ``max_concurrency=1``; Ray run
 threaded actors' calls out of order). A subscriber that Ray restarts on another node must
 subscribe again. A publish that meets a fan-out actor while it restarts raises ``PublishError``
 naming that node (the other nodes got the message); listeners' buffers do not survive a restart.
+The fan-out actor holds each subscriber's handle, which keeps the subscriber referenced (as
+Ray counts references) until it unsubscribes or dies.
 """
 
 from __future__ import annotations

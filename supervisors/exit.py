@@ -99,11 +99,13 @@ def current_signal() -> ExitSignal | None:
 def exit(reason: str = NORMAL) -> None:  # noqa: A001 - the OTP name, used as herd.supervisors.exit
     """End the supervised child this code runs in, with ``reason``.
 
-    Call it from any method of the child (sync, threaded or async). It returns normally, so the
-    method can finish and return its value; every monitor call then returns ``reason``, and the
-    child's supervisor ends the process right after, within milliseconds (release resources
-    before calling it: the ``terminate`` hook is only called when the supervisor stops a child).
-    A second call does not change the reason.
+    Call it from any method of the child (sync, threaded or async), or from its constructor.
+    Every monitor call then returns ``reason`` and the child's supervisor ends the process
+    within milliseconds. ``exit`` itself returns, but as when an Erlang process exits inside a
+    ``gen_server:call``, the caller of the method that called it may see the child die
+    (``ActorDiedError``) instead of a return value. Release resources before calling it: the
+    ``terminate`` hook runs only when the supervisor stops a child. A second call does not
+    change the reason.
     """
     if not isinstance(reason, str) or not reason:
         raise ConfigError("an exit reason must be a non-empty string", field="reason",

@@ -125,6 +125,10 @@ def _name() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
 
 
+def _seen(subscriber: Any) -> list[Any]:
+    return rpc.get(subscriber.seen.remote(), timeout=10)
+
+
 def _on(node: Any) -> dict[str, Any]:
     return pinned_options(node.node_id)
 
@@ -404,8 +408,8 @@ def test_actor_subscriber_gets_events_and_is_dropped_when_dead(cluster: Any) -> 
     reg.register("s/1", holder)
     reg.register("other", holder)
     reg.unregister("s/1")
-    seen = wait_until(lambda: (e := rpc.get(subscriber.seen.remote(), timeout=10))
-                      if len(e) >= 2 else None, 10, what="pushed events")
+    wait_until(lambda: len(_seen(subscriber)) >= 2, 10, what="pushed events")
+    seen = _seen(subscriber)
     assert [type(e) for e in seen] == [Registered, Unregistered]
     assert all(e.key == "s/1" for e in seen)
     reg.subscribe(subscriber, "on_event", prefix="s/")  # idempotent
