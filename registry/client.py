@@ -311,9 +311,9 @@ class Registry:
         self._cache.invalidate(key, models.actor_id(handle))
 
     def _ensure_sync(self) -> None:
-        if self._sync is None or not self._sync.is_running():
+        if self._sync is None:
             with self._sync_lock:
-                if self._sync is None or not self._sync.is_running():
+                if self._sync is None:
                     self._sync = CacheSync(self.name, self.shards, self._cache, self._actor,
                                            self._connected)
 

@@ -200,7 +200,7 @@ class DynamicMember:
         self._fence(idle, quorum)
         if quorum:
             self._adopt_orphans(idle, members)
-            self._run_own(idle, members)
+            self._run_own(regs, members)
         self.metrics.running(len(self.running))
 
     def _live_members(self) -> dict[str, NodeInfo]:
@@ -264,14 +264,18 @@ class DynamicMember:
                     r, o, n, failover=True))
 
     def _run_own(self, regs: list[Registration], members: list[Any]) -> None:
-        own = [reg for reg in regs if reg.meta["owner"] == self.node_id]
+        mine = [reg for reg in regs if reg.meta["owner"] == self.node_id]
+        own = [reg for reg in mine if not self.busy.get(reg.key)]
         draining = self.node_id in self.config.draining
         stopped = [reg for reg in own if reg.key not in self.running]
         running = [reg for reg in own if reg.key in self.running
                    and not self.running[reg.key].stopping]
-        targets = move_targets(self.strategy, self.node_id, _placing(running + stopped),
-                               members, redistribution=self.config.redistribution,
-                               draining=draining)
+        # Loads in the snapshot do not show moves still in flight: a load-aware strategy
+        # rebalances again only once they have landed (else it would move everything).
+        settling = self.strategy.load_aware and len(own) < len(mine)
+        targets = {} if settling and not draining else move_targets(
+            self.strategy, self.node_id, _placing(running + stopped), members,
+            redistribution=self.config.redistribution, draining=draining)
         for reg in running:
             if reg.key in targets:
                 self._spawn(reg.key, lambda c=reg.key, t=targets[reg.key]: self._move(c, t))

@@ -37,8 +37,9 @@ __all__ = ["Supervisor"]
 
 #: How long a stopped root supervisor may take to leave Ray's actor table.
 ROOT_GONE_S = 10.0
-#: Added to computed deadlines (actor creation, registry calls) for the caller's wait.
-CALL_MARGIN_S = 10.0
+#: Added to computed deadlines for the caller's wait (creating the supervisor actor itself,
+#: registry calls; actor creation takes seconds on a loaded machine).
+CALL_MARGIN_S = 30.0
 
 
 class Supervisor:

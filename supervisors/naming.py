@@ -12,9 +12,15 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from ray.exceptions import RayError
+
+from herd.platform.errors import HerdError
+from herd.platform.logging import get_logger
 from herd.registry import Registry
 
 __all__ = ["ChildNames"]
+
+log = get_logger("herd.supervisors.naming")
 
 
 class ChildNames:
@@ -37,20 +43,24 @@ class ChildNames:
         await asyncio.to_thread(registry.register, self.key(child_id), handle, meta)
 
     async def unregister(self, child_id: str, handle: Any) -> None:
-        """Drop the child's name if ``handle`` still holds it (idempotent)."""
-        if self.registry is None:
-            return
-        registry = await self._registry()
-        await asyncio.to_thread(registry.unregister, self.key(child_id), handle)
+        """Drop the child's name if ``handle`` still holds it. Best effort: a failure is
+        logged, not raised (the registry also drops the names of holders it sees end)."""
+        await self._drop(child_id, handle)
 
     async def clear(self, child_ids: Iterable[str]) -> None:
-        """Drop these names whoever holds them: after Ray restarted a root supervisor, the
-        holders are the children of its previous process, which died with it."""
+        """Drop these names whoever holds them (best effort): after Ray restarted a root
+        supervisor, the holders are the children of its previous process, which died with it."""
+        for child_id in child_ids:
+            await self._drop(child_id, None)
+
+    async def _drop(self, child_id: str, handle: Any) -> None:
         if self.registry is None:
             return
-        registry = await self._registry()
-        for child_id in child_ids:
-            await asyncio.to_thread(registry.unregister, self.key(child_id))
+        try:
+            registry = await self._registry()
+            await asyncio.to_thread(registry.unregister, self.key(child_id), handle)
+        except (HerdError, RayError) as exc:
+            log.warning("unregister_failed", key=self.key(child_id), error=repr(exc))
 
     async def _registry(self) -> Any:
         if self._client is None:

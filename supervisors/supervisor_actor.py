@@ -62,16 +62,15 @@ class _RayRunner:
         self.owner = owner
 
     async def start(self, spec: ChildSpec) -> Incarnation:
-        if spec.supervisor is None:
-            incarnation = await start_worker(spec)
-        else:
-            handle = SupervisorActor.options(**child_options(spec)).remote(
-                f"{self.owner.name}/{spec.id}", False)
-            incarnation = await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
-                                      spec.start_deadline_s())
+        try:
+            incarnation = await self._create(spec)
+        except StartChildError:
+            raise
+        except Exception as exc:  # OTP catches whatever the start function throws
+            raise StartChildError(f"child {spec.id!r} failed to start: {exc!r}") from None
         try:
             await self.owner.names.register(spec.id, incarnation.handle, incarnation.info)
-        except HerdError as exc:
+        except (HerdError, ray.exceptions.RayError) as exc:
             await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
             raise StartChildError(f"child {spec.id!r} could not be registered: {exc}") from None
         incarnation.exited.add_done_callback(
@@ -82,6 +81,14 @@ class _RayRunner:
         reason = await shutdown(running, spec)
         await self.owner.names.unregister(spec.id, running.handle)
         return reason
+
+    async def _create(self, spec: ChildSpec) -> Incarnation:
+        if spec.supervisor is None:
+            return await start_worker(spec)
+        handle = SupervisorActor.options(**child_options(spec)).remote(
+            f"{self.owner.name}/{spec.id}", False)
+        return await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
+                           spec.start_deadline_s())
 
 
 class SupervisorServer:
@@ -220,7 +227,7 @@ class SupervisorServer:
         if self.signal.reason is not None:
             raise SupervisorStopped(f"supervisor {self.name!r} has stopped ({self.signal.reason})")
         if self.core is None:
-            raise SupervisorStopped(f"supervisor {self.name!r} is not initialised")
+            raise SupervisorStopped(f"supervisor {self.name!r} has not started its children yet")
         return self.core
 
     def _save(self) -> None:
@@ -251,7 +258,7 @@ class SupervisorServer:
             ref = info.handle.which_children.remote(True)
             children = await asyncio.wait_for(_await(ref), NESTED_CALL_TIMEOUT_S)
         except (ray.exceptions.RayError, asyncio.TimeoutError):
-            children = []
+            return info  # stopping or busy: its subtree is left out
         return dataclasses.replace(info, children=children)
 
 

@@ -1,14 +1,14 @@
 """The dynamic supervisor while nodes die, hang and come back, on a module-local cluster (head
 us-east + 2 workers; nodes are added when a test needs more). Run in this order, the module
-starts 6 nodes in all:
+starts 5 nodes in all:
 
 * a node is SIGKILLed, then a second one: every child runs again exactly once (registry,
   the children themselves, a ledger of starts, and the GCS actor table agree);
+* a size-based quorum supervisor loses its majority (local children stop, ``start_child``
+  raises ``NoQuorum``) and gets it back when a node joins (every child runs again, once);
 * a node holding children is paused (SIGSTOP) until the GCS declares it dead and its children
   run elsewhere, then resumed: the old incarnations are stopped and, writing through
-  ``herd.supervisors.fencing``, make no side effect after the failover;
-* a size-based quorum supervisor loses its majority (local children stop, ``start_child``
-  raises ``NoQuorum``) and gets it back when a node joins (every child runs again, once).
+  ``herd.supervisors.fencing``, make no side effect after the failover.
 """
 
 from __future__ import annotations
@@ -233,6 +233,49 @@ def test_node_kills_every_child_back_exactly_once(chaos_cluster: LocalCluster, l
     assert len(Registry.start().select(meta={"herd_dsup": "chaos-kill"})) == len(tags)
 
 
+# ------------------------------------------------------------------------------- quorum
+def test_quorum_loss_and_recovery(chaos_cluster: LocalCluster, ledger: Any,
+                                  sups: list) -> None:
+    cluster = chaos_cluster
+    workers = with_workers(cluster, 1)
+    live = 1 + len(workers)
+    # A majority of ``size`` with every live node, and none once one node is lost.
+    sup = start_sup(sups, "chaos-quorum", distribution="quorum",
+                    distribution_options={"size": 2 * live - 1})
+    victim = workers[0]
+    tags = placed_on(sup, [cluster.head.node_id, victim.node_id], "quorum", 2)
+    for tag in tags:
+        sup.start_child(spec(ledger, tag), timeout=WAIT_S)
+    before = children(sup)
+    local = {k: rpc.get(c.handle.where.remote(), timeout=WAIT_S)[0]
+             for k, c in before.items() if c.node_id == cluster.head.node_id}
+    assert local and len(local) < len(tags)
+    counts = start_counts(ledger)
+
+    cluster.kill_node(victim)
+    wait_until(lambda: not sup.has_quorum(), WAIT_S, what="quorum lost")
+    wait_until(lambda: not any(_pid_alive(p) for p in local.values()), WAIT_S,
+               what="local children stopped without quorum")
+    with pytest.raises(NoQuorum):
+        sup.start_child(spec(ledger, "quorum-late"), timeout=WAIT_S)
+    with pytest.raises(NoQuorum):
+        sup.wait_for_quorum(timeout=0.5)
+    wait_until(lambda: all(c.handle is None for c in children(sup).values()), WAIT_S,
+               what="no child registered as running")
+
+    cluster.add_node(region="us-west")
+    sup.wait_for_quorum(timeout=WAIT_S)
+    now = wait_until(lambda: recovered(sup, {victim.node_id}), WAIT_S,
+                     what="children running again with quorum")
+    assert set(now) == set(tags)
+    after = start_counts(ledger)
+    assert {t: after[t] - counts[t] for t in tags} == {t: 1 for t in tags}  # once each
+    for tag, info in now.items():
+        pid, node = rpc.get(info.handle.where.remote(), timeout=WAIT_S)
+        assert node == info.node_id and pid != local.get(tag)
+    assert alive_workers_of_class() == len(tags)
+
+
 # ------------------------------------------------------------------------------ fencing
 def test_paused_node_is_fenced_after_failover(chaos_cluster: LocalCluster, ledger: Any,
                                               sups: list) -> None:
@@ -285,46 +328,3 @@ def test_paused_node_is_fenced_after_failover(chaos_cluster: LocalCluster, ledge
 
 def _pid_alive(pid: int) -> bool:
     return session_of(pid) is not None  # zombies count as gone
-
-
-# ------------------------------------------------------------------------------- quorum
-def test_quorum_loss_and_recovery(chaos_cluster: LocalCluster, ledger: Any,
-                                  sups: list) -> None:
-    cluster = chaos_cluster
-    workers = with_workers(cluster, 1)
-    live = 1 + len(workers)
-    # A majority of ``size`` with every live node, and none once one node is lost.
-    sup = start_sup(sups, "chaos-quorum", distribution="quorum",
-                    distribution_options={"size": 2 * live - 1})
-    victim = workers[0]
-    tags = placed_on(sup, [cluster.head.node_id, victim.node_id], "quorum", 2)
-    for tag in tags:
-        sup.start_child(spec(ledger, tag), timeout=WAIT_S)
-    before = children(sup)
-    local = {k: rpc.get(c.handle.where.remote(), timeout=WAIT_S)[0]
-             for k, c in before.items() if c.node_id == cluster.head.node_id}
-    assert local and len(local) < len(tags)
-    counts = start_counts(ledger)
-
-    cluster.kill_node(victim)
-    wait_until(lambda: not sup.has_quorum(), WAIT_S, what="quorum lost")
-    wait_until(lambda: not any(_pid_alive(p) for p in local.values()), WAIT_S,
-               what="local children stopped without quorum")
-    with pytest.raises(NoQuorum):
-        sup.start_child(spec(ledger, "quorum-late"), timeout=WAIT_S)
-    with pytest.raises(NoQuorum):
-        sup.wait_for_quorum(timeout=0.5)
-    wait_until(lambda: all(c.handle is None for c in children(sup).values()), WAIT_S,
-               what="no child registered as running")
-
-    cluster.add_node(region="us-west")
-    sup.wait_for_quorum(timeout=WAIT_S)
-    now = wait_until(lambda: recovered(sup, {victim.node_id}), WAIT_S,
-                     what="children running again with quorum")
-    assert set(now) == set(tags)
-    after = start_counts(ledger)
-    assert {t: after[t] - counts[t] for t in tags} == {t: 1 for t in tags}  # once each
-    for tag, info in now.items():
-        pid, node = rpc.get(info.handle.where.remote(), timeout=WAIT_S)
-        assert node == info.node_id and pid != local.get(tag)
-    assert alive_workers_of_class() == len(tags)
