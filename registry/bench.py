@@ -75,7 +75,7 @@ def run(nodes: int = 3, cached_samples: int = 20_000, remote_samples: int = 300,
         rows += _visibility(reg, cluster, visibility_rounds)
     cached, get_actor = rows[0]["p50_us"], rows[2]["p50_us"]
     ratio = get_actor / cached
-    visibility = rows[-2]["p50_us"] / 1e3
+    from_call, from_ack = rows[-2]["p50_us"] / 1e3, rows[-1]["p50_us"] / 1e3
     return BenchReport(
         name="registry", rows=rows,
         params={"nodes": nodes, "get_actor_p50_over_cached_p50": round(ratio, 1),
@@ -85,8 +85,9 @@ def run(nodes: int = 3, cached_samples: int = 20_000, remote_samples: int = 300,
         notes=[f"goal cached lookup < 5 us: {'met' if cached < 5 else 'missed'} ({cached:.2f} us)",
                f"goal >= 100x faster than ray.get_actor: {'met' if ratio >= 100 else 'missed'} "
                f"({ratio:.0f}x)",
-               f"goal visibility < 10 ms: {'met' if visibility < 10 else 'missed'} "
-               f"({visibility:.2f} ms p50)",
+               f"goal visibility < 10 ms: {'met' if from_ack < 10 else 'missed'} "
+               f"(push: {from_ack:.2f} ms p50 after the writer's ack; {from_call:.2f} ms p50 "
+               f"from the start of the register call, which includes the write itself)",
                "per-call timings include ~0.1 us of perf_counter overhead"])
 
 

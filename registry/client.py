@@ -117,8 +117,10 @@ class Registry:
         """Register ``handle`` under ``key``. Unique registries raise ``AlreadyRegistered``
         naming the current holder; duplicate registries add a member (a holder may join a key
         many times). ``on_holder_death="clear"`` (unique registries) keeps the record, without
-        holder, when the holder dies. Waits (within the timeout) for a just-created actor to be
-        placed; ``HolderDead`` if the actor is dead."""
+        holder, when the holder dies. The record's ``node_id`` is the holder's node: from the
+        runtime context when an actor registers itself, else from the GCS actor table (the
+        registry waits, within the timeout, for a just-created actor to be placed);
+        ``HolderDead`` if the actor is dead."""
         key = models.check_key(key)
         models.check_handle(handle)
         meta = models.check_meta(meta)

@@ -66,7 +66,10 @@ class HolderMonitor:
         if call is not None:
             ref, task = call
             task.cancel()
-            ray.cancel(ref)
+            try:
+                ray.cancel(ref)
+            except Exception as exc:  # best effort: the call then ends when the child exits
+                self._log.warning("monitor_cancel_failed", holder=holder_id, error=repr(exc))
 
     def counts(self) -> dict[str, int]:
         return {"monitored": len(self._calls), "polled": len(self._polled)}

@@ -66,6 +66,11 @@ HANDOFF_TIMEOUT_S = 10.0
 MEMBER_CALL_S = 5.0
 RESYNC_S = 5.0
 STOP_ALL_WAIT_S = 30.0
+#: Children this member creates at once. Ray starts worker processes one per CPU at a time
+#: (``maximum_startup_concurrency``); more in flight would only queue inside Ray, where their
+#: ``start_timeout`` would run out while they wait behind their siblings.
+STARTS_PER_CPU = 2
+MIN_START_SLOTS = 2
 #: Threads for blocking registry/KV calls: one per concurrent operation, so that failing over
 #: dozens of children is not serialised behind asyncio's small default pool.
 IO_THREADS = 64
@@ -135,6 +140,10 @@ class DynamicMember:
         self.membership = await asyncio.to_thread(Membership.start)
         me = ray.get_runtime_context().current_actor
         await asyncio.to_thread(self.membership.subscribe, me, "on_membership_event", False)
+        await self._resync()
+        here = self.nodes.get(node_id)
+        cpus = here.resources.get("CPU", 1.0) if here is not None else 1.0
+        self.start_slots = asyncio.Semaphore(max(MIN_START_SLOTS, int(STARTS_PER_CPU * cpus)))
         self.loop = loop.create_task(self._reconcile_forever())
         self.log.info("member_started", pid=os.getpid())
 
@@ -414,7 +423,8 @@ class DynamicMember:
         child_id, number = claimed.key, claimed.meta["incarnation"]
         pinned = spec.model_copy(update={"options": self._pinned_options(spec)})
         try:
-            incarnation = await start_worker(pinned)
+            async with self.start_slots:
+                incarnation = await start_worker(pinned)
         except StartChildError as exc:
             return await self._start_failed(claimed, spec, exc, first)
         run = Running(spec=spec, incarnation=incarnation, number=number)

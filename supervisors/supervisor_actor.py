@@ -45,6 +45,9 @@ log = get_logger("herd.supervisors.actor")
 ROOT_PREFIX = "herd/sup/"
 SPEC_PREFIX = "supervisors/otp/"
 NESTED_CALL_TIMEOUT_S = 30.0
+#: A root that stopped stays this long before its process exits, so that the replies of its
+#: monitor calls (the exit reason) reach the watchers before the process is gone.
+EXIT_LINGER_S = 0.5
 
 
 def root_actor_name(name: str) -> str:
@@ -217,9 +220,11 @@ class SupervisorServer:
             kv.delete(spec_key(self.name))
         self.signal.set(reason)
         if self.durable:
-            await self._exit_process()
+            spawn(self._exit_process(EXIT_LINGER_S))
 
-    async def _exit_process(self) -> None:
+    async def _exit_process(self, linger_s: float = 0.0) -> None:
+        """Ask this actor to exit, after ``linger_s`` so monitor calls can deliver the reason."""
+        await asyncio.sleep(linger_s)
         ray.get_runtime_context().current_actor.exit_process.remote()
 
     # ------------------------------------------------------------------ helpers

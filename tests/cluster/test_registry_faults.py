@@ -45,6 +45,7 @@ class Child:
 
     def __init__(self) -> None:
         self.stopped: asyncio.Event | None = None
+        self.reason = "shutdown"
 
     def _event(self) -> asyncio.Event:
         self.stopped = self.stopped or asyncio.Event()
@@ -53,7 +54,7 @@ class Child:
     @ray.method(concurrency_group=MONITOR_GROUP)
     async def __herd_monitor__(self) -> str:
         await self._event().wait()
-        return "shutdown"
+        return self.reason
 
     @ray.method(concurrency_group=MONITOR_GROUP)
     async def stop(self) -> None:
@@ -62,7 +63,12 @@ class Child:
     async def pid(self) -> int:
         return os.getpid()
 
+    @ray.method(concurrency_group=MONITOR_GROUP)
     async def exit(self) -> None:
+        """What herd's harness does when the user's code raises: report, then exit."""
+        self.reason = "error: ValueError('boom')"
+        self._event().set()
+        await asyncio.sleep(0.05)  # let the monitor call answer first
         ray.actor.exit_actor()
 
 
@@ -144,8 +150,9 @@ def test_herd_child_keys_are_removed_after_death(cluster: Any, death: str) -> No
     assert took < CHILD_BOUND_S
     assert {e.key for e in events} == {key, key + "/alias"}
     assert all(isinstance(e, Unregistered) for e in events)
-    expected = "holder exited: shutdown" if death.startswith("monitor") else None
-    assert all(e.reason == (expected or e.reason) and e.reason.startswith("holder") for e in events)
+    expected = {"monitor returns (child exits)": "holder exited: shutdown",
+                "exception exit (exit_actor)": "holder exited: error: ValueError('boom')"}
+    assert all(e.reason == expected.get(death, "holder died") for e in events)
     assert reg.keys_of(child) == []
 
 
