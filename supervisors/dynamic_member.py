@@ -319,10 +319,9 @@ class DynamicMember:
                     return await operation()
             finally:
                 self.busy[child_id] -= 1
-                if not self.busy[child_id]:
+                if not self.busy[child_id]:  # nobody holds or waits for the lock
                     del self.busy[child_id]
-                    if child_id not in self.running:
-                        self.locks.pop(child_id, None)
+                    self.locks.pop(child_id, None)
 
         task = asyncio.get_running_loop().create_task(locked())
         self.tasks.add(task)
@@ -331,10 +330,11 @@ class DynamicMember:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if not isinstance(exc, HerdError):
-                self.log.error("operation_failed", error=repr(exc))
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, HerdError):  # expected (a start that failed, a registry timeout)
+            self.log.info("operation_failed", error=str(exc))
+        elif exc is not None:
+            self.log.error("operation_crashed", error=repr(exc))
 
     async def _call(self, ref: Any, timeout: float = MEMBER_CALL_S) -> Any:
         return await asyncio.wait_for(_await(ref), timeout)
@@ -369,6 +369,8 @@ class DynamicMember:
             return None
         spec = await self._spec(reg)
         if spec is None:
+            if (reg.meta.get("start_by") or 0) <= time.time():  # it can never start
+                await self._forget(reg, owner, number, "its spec is missing")
             return None
         claimed = await self._claim(reg, owner, number, failover, restarted)
         if claimed is None:

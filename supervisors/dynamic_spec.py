@@ -41,7 +41,6 @@ class DynamicSupervisorSpec(BaseModel):
     max_children: int | None = Field(default=None, ge=1)
     on_exhausted: OnExhausted = "give_up"
     registry: str = "default"
-    call_timeout_s: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=1.0, gt=0)
     draining: tuple[str, ...] = ()
 

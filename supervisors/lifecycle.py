@@ -1,14 +1,19 @@
 """Starting, watching and stopping one herd child on Ray (run inside a supervisor's event loop).
 
-A started child is an :class:`Incarnation`: its actor handle, what it reported when ready, and a
-future that resolves with its exit reason. The future is fed by the child's monitor call
-(``herd.platform.monitor``): the reason the child gave, or ``"killed"`` when Ray fails the call
-because the process died. Once a child has exited, its process is ended with ``ray.kill`` (a child
-that called ``exit()`` is still running until then).
+A started child is an :class:`Incarnation`: its actor handle, what it reported when ready, and two
+futures fed by the child's monitor call (``herd.platform.monitor``):
+
+* ``reported``: the exit reason as soon as the child gives one (``exit()``, or its stop method
+  after the ``terminate`` hook), or ``"killed"`` when Ray fails the call because the process died;
+* ``exited``: the same reason once the process is gone. A child that gave a reason is still
+  running: it is asked to exit gracefully (Ray's ``__ray_terminate__``, which lets the call that
+  asked to exit and every watcher's monitor call answer first) and killed if it has not gone
+  within ``EXIT_GRACE_S``. Like an Erlang process after its ``'EXIT'``, an incarnation is only
+  replaced once it is gone.
 
 ``shutdown`` is OTP's shutdown protocol: ``brutal_kill`` kills at once; milliseconds (or
 ``infinity``, bounded by ``INFINITY_GUARD_S``) first call the child's stop method, which runs its
-``terminate`` hook, and kill it if it has not exited in time.
+``terminate`` hook, and kill it if it has not given its reason in time.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from herd.supervisors.exit import KILLED, SHUTDOWN
 from herd.supervisors.harness import READY_METHOD, STOP_METHOD, make_child_class
 from herd.supervisors.spec import ChildSpec
 
-__all__ = ["KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "shutdown", "spawn",
+__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "shutdown", "spawn",
            "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.lifecycle")
 
 #: How long to wait for Ray to confirm the death of a killed child before giving up waiting.
 KILL_CONFIRM_S = 10.0
+#: How long a child that gave its exit reason may take to exit gracefully before it is killed.
+EXIT_GRACE_S = 1.0
 #: Pause before re-issuing a monitor call that failed with ``ActorUnavailableError``.
 UNAVAILABLE_RETRY_S = 0.1
 _MAX_ERROR_CHARS = 600
@@ -49,7 +56,10 @@ class Incarnation:
 
     handle: ActorHandle
     info: dict[str, Any]
+    reported: asyncio.Future[str]
+    """The exit reason, as soon as the child gives it (its process may still be running)."""
     exited: asyncio.Future[str]
+    """The exit reason, once the child's process is gone."""
 
     @property
     def pid(self) -> int | None:
@@ -92,14 +102,15 @@ async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any,
             cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
             why = f"failed to start: {_short(cause)}"
         raise StartChildError(f"child {child_id!r} {why}") from None
-    exited: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    incarnation = Incarnation(handle=handle, info=dict(info or {}), exited=exited)
+    loop = asyncio.get_running_loop()
+    incarnation = Incarnation(handle=handle, info=dict(info or {}),
+                              reported=loop.create_future(), exited=loop.create_future())
     spawn(watch(incarnation, monitor_ref))
     return incarnation
 
 
 async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
-    """Resolve ``incarnation.exited`` with the child's exit reason, then end its process."""
+    """Resolve ``reported`` with the child's exit reason, end its process, resolve ``exited``."""
     while True:
         try:
             reason = await _await(monitor_ref)
@@ -113,30 +124,53 @@ async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
         except RayActorError as exc:
             reason = f"error: {_short(exc)}"
             break
+    _resolve(incarnation.reported, reason)
     if reason != KILLED:
-        ray.kill(incarnation.handle, no_restart=True)
-    if not incarnation.exited.done():
-        incarnation.exited.set_result(reason)
+        await _end_process(incarnation.handle)
+    _resolve(incarnation.exited, reason)
 
 
 async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUTDOWN) -> str:
-    """Stop a child per ``spec.shutdown`` and return its exit reason (``reason`` when it stopped
-    in time, ``"killed"`` when it had to be killed)."""
-    if incarnation.exited.done():
-        return incarnation.exited.result()
-    if spec.shutdown != "brutal_kill":
-        spawn(_drain(getattr(incarnation.handle, STOP_METHOD).remote(reason)))
-        try:
-            return await asyncio.wait_for(asyncio.shield(incarnation.exited),
-                                          spec.shutdown_deadline_s())
-        except asyncio.TimeoutError:
-            log.warning("shutdown_timeout", child_id=spec.id, shutdown=spec.shutdown)
-    ray.kill(incarnation.handle, no_restart=True)
+    """Stop a child per ``spec.shutdown`` and return its exit reason once its process is gone
+    (``reason`` when it stopped in time, ``"killed"`` when it had to be killed)."""
+    if not incarnation.reported.done():
+        if spec.shutdown != "brutal_kill":
+            spawn(_drain(getattr(incarnation.handle, STOP_METHOD).remote(reason)))
+            try:
+                await asyncio.wait_for(asyncio.shield(incarnation.reported),
+                                       spec.shutdown_deadline_s())
+            except asyncio.TimeoutError:
+                log.warning("shutdown_timeout", child_id=spec.id, shutdown=spec.shutdown)
+        if not incarnation.reported.done():
+            ray.kill(incarnation.handle, no_restart=True)
     try:
-        return await asyncio.wait_for(asyncio.shield(incarnation.exited), KILL_CONFIRM_S)
+        return await asyncio.wait_for(asyncio.shield(incarnation.exited),
+                                      EXIT_GRACE_S + KILL_CONFIRM_S)
     except asyncio.TimeoutError:
-        log.warning("kill_not_confirmed", child_id=spec.id, waited_s=KILL_CONFIRM_S)
-        return KILLED
+        log.warning("exit_not_confirmed", child_id=spec.id)
+        return incarnation.reported.result() if incarnation.reported.done() else KILLED
+
+
+async def _end_process(handle: ActorHandle) -> None:
+    """End a child that gave its exit reason: gracefully (queued calls and monitor replies go
+    out first), then by force after ``EXIT_GRACE_S``; return once Ray reports it gone."""
+    terminated = handle.__ray_terminate__.remote()
+    try:
+        await asyncio.wait_for(_await(terminated), EXIT_GRACE_S)
+    except ActorDiedError:
+        return
+    except (asyncio.TimeoutError, RayActorError):
+        pass
+    ray.kill(handle, no_restart=True)
+    try:
+        await asyncio.wait_for(_await(terminated), KILL_CONFIRM_S)
+    except (RayActorError, asyncio.TimeoutError):
+        pass
+
+
+def _resolve(future: asyncio.Future[str], reason: str) -> None:
+    if not future.done():
+        future.set_result(reason)
 
 
 def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

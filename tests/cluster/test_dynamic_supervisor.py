@@ -29,6 +29,7 @@ from herd.supervisors import ChildAlreadyStarted, ChildSpec
 from herd.supervisors.dynamic import DynamicSupervisor
 from herd.supervisors.dynamic_member import member_handle
 from herd.supervisors.dynamic_spec import DynamicChildInfo, member_of
+from herd.supervisors.fencing import Superseded, check
 from herd.supervisors.strategies import make_strategy
 
 WAIT_S = 60.0
@@ -85,6 +86,13 @@ class DsupWorker:
     def crash(self) -> None:
         rpc.get(self.ledger.crash_loop.remote(self.tag), timeout=10)
         os._exit(1)
+
+    def fence(self, key: str) -> int | str:
+        """``fencing.check(key)`` from inside this child: the epoch, or why it failed."""
+        try:
+            return check(key, timeout=2)
+        except Superseded as exc:
+            return exc.detail
 
     def handoff(self) -> dict[str, Any]:
         return dict(self.state)
@@ -177,6 +185,9 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
     for child_id, info in now.items():
         pid, node = where(info)
         assert node == info.node_id and starts(ledger, child_id) == [(child_id, pid, node)]
+        assert rpc.get(info.handle.fence.remote(child_id)) == info.epoch  # the holder
+    assert "holder is now actor" in rpc.get(now["ring-0"].handle.fence.remote("ring-1"))
+    assert "gone" in rpc.get(now["ring-0"].handle.fence.remote("no-such-child"))
     assert [m["node_id"] for m in sup.members()] == sorted(n.node_id for n in cluster.nodes)
 
     west = cluster.worker_nodes[0]
