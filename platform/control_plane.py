@@ -36,9 +36,10 @@ def pinned_options(node_id: str, *, soft: bool = False) -> dict[str, Any]:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=soft)}
 
 
-def control_plane_options(name: str, *, max_concurrency: int = 1000) -> dict[str, Any]:
-    """``.options(...)`` for a named control-plane actor: get-or-create, detached, restartable,
-    no CPU, hard-pinned to the head node, in the ``herd`` namespace."""
+def control_plane_options(name: str, *, max_concurrency: int = 1000,
+                          node_id: str | None = None) -> dict[str, Any]:
+    """``.options(...)`` for a named herd service actor: get-or-create, detached, restartable,
+    no CPU, in the ``herd`` namespace, hard-pinned to ``node_id`` (default: the head node)."""
     return {
         "name": name,
         "namespace": HERD_NAMESPACE,
@@ -48,7 +49,7 @@ def control_plane_options(name: str, *, max_concurrency: int = 1000) -> dict[str
         "max_task_retries": 0,
         "num_cpus": 0,
         "max_concurrency": max_concurrency,
-        **pinned_options(head_node_id()),
+        **pinned_options(node_id or head_node_id()),
     }
 
 

@@ -69,7 +69,7 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
-class NodeUp:
+class _NodeEvent:
     seq: int
     node: NodeInfo
     at: float  # wall-clock time the membership actor saw the change
@@ -84,18 +84,13 @@ class NodeUp:
 
 
 @dataclass(frozen=True)
-class NodeDown:
-    seq: int
-    node: NodeInfo
-    at: float
+class NodeUp(_NodeEvent):
+    """A node joined (or was alive when the subscriber subscribed with ``replay``)."""
 
-    @property
-    def node_id(self) -> str:
-        return self.node.node_id
 
-    @property
-    def region(self) -> str | None:
-        return self.node.region
+@dataclass(frozen=True)
+class NodeDown(_NodeEvent):
+    """The GCS declared a node dead (crash, hang past the health checks, or a graceful stop)."""
 
 
 MembershipEvent = NodeUp | NodeDown

@@ -43,7 +43,7 @@ from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorDiedError, RayError
 
 from herd.platform import kv, rpc
-from herd.platform.control_plane import HERD_NAMESPACE, pinned_options, require_ray
+from herd.platform.control_plane import control_plane_options, require_ray
 from herd.platform.errors import ConfigError, HerdError, HerdTimeoutError
 from herd.platform.logging import get_logger
 
@@ -89,19 +89,9 @@ def check_subscriber(handle: Any, method: Any) -> None:
 
 
 def node_actor_options(node_id: str) -> dict[str, Any]:
-    """``.options(...)`` of the fan-out actor of ``node_id``: get-or-create, detached,
-    restartable, no CPU, hard-pinned to the node."""
-    return {
-        "name": f"{ACTOR_PREFIX}{node_id}",
-        "namespace": HERD_NAMESPACE,
-        "lifetime": "detached",
-        "get_if_exists": True,
-        "max_restarts": -1,
-        "max_task_retries": 0,
-        "num_cpus": 0,
-        "max_concurrency": 1000,
-        **pinned_options(node_id),
-    }
+    """``.options(...)`` of the fan-out actor of ``node_id`` (get-or-create, detached,
+    restartable, hard-pinned to the node)."""
+    return control_plane_options(f"{ACTOR_PREFIX}{node_id}", node_id=node_id)
 
 
 @dataclass
