@@ -39,12 +39,12 @@ from typing import Any
 import ray
 from ray import cloudpickle
 from ray.actor import ActorHandle
-from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorDiedError, RayError
 
 from herd.platform import kv, rpc
 from herd.platform.control_plane import control_plane_options, require_ray
 from herd.platform.errors import ConfigError, HerdError, HerdTimeoutError
+from herd.platform.gcs import GCS_TIMEOUT_S, actor_status
 from herd.platform.logging import get_logger
 
 ACTOR_PREFIX = "herd/pubsub/"
@@ -55,7 +55,6 @@ LISTENER_TTL_S = 60.0
 LISTENER_BUFFER = 10_000
 DELIVERY_WATCH_S = 300.0
 LOCATE_POLL_S = 0.1
-GCS_TIMEOUT_S = 5.0
 
 log = get_logger("herd.pubsub")
 
@@ -102,20 +101,6 @@ class _Listener:
     last_poll: float = field(default_factory=time.monotonic)
     polling: int = 0
     overflowed: int = 0
-
-
-async def _actor_state(actor_id: str) -> tuple[str, str | None]:
-    """(state, node id when ALIVE) from the GCS actor table. ``ray.util.state`` would need the
-    dashboard; this is the core worker's GCS client (private API, pinned by ``ray<2.61``)."""
-    gcs = ray._private.worker.global_worker.gcs_client
-    future = gcs.async_get_all_actor_info(actor_id=ray.ActorID(bytes.fromhex(actor_id)),
-                                          timeout=GCS_TIMEOUT_S)
-    infos = await asyncio.wrap_future(future)
-    if not infos:
-        return "DEAD", None
-    info = next(iter(infos.values()))
-    state = gcs_pb2.ActorTableData.ActorState.Name(info.state)
-    return state, info.address.node_id.hex() if state == "ALIVE" else None
 
 
 @ray.remote
@@ -166,7 +151,8 @@ class PubSubNode:
         Returns ``(state, node_id)``, the node only when ALIVE."""
         deadline = time.monotonic() + timeout_s
         while True:
-            state, node = await _actor_state(actor_id)
+            status = await actor_status(actor_id)
+            state, node = status.state, status.node_id
             if state in ("ALIVE", "DEAD") or time.monotonic() >= deadline:
                 return state, node
             await asyncio.sleep(LOCATE_POLL_S)

@@ -19,7 +19,7 @@ import ray
 
 from herd.platform.control_plane import control_plane_options
 from herd.platform.logging import get_logger
-from herd.registry.gcs import actor_status
+from herd.platform.gcs import actor_status
 from herd.registry.holders import HolderMonitor
 from herd.registry.layout import actor_name
 from herd.registry.models import actor_id

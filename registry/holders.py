@@ -28,7 +28,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
-from herd.registry.gcs import actor_status
+from herd.platform.gcs import actor_status
 
 POLL_INTERVAL_S = 0.25
 UNAVAILABLE_RETRY_S = 0.1
