@@ -534,16 +534,16 @@ class DynamicMember:
         self.log.error("child_give_up", child_id=spec.id, reason=reason,
                        max_restarts=self.config.max_restarts, max_seconds=self.config.max_seconds,
                        on_exhausted=self.config.on_exhausted)
-        await asyncio.to_thread(records.record_gave_up, self.sup, spec.id, reason)
         if self.config.on_exhausted == "escalate":
+            await asyncio.to_thread(records.record_gave_up, self.sup, spec.id, reason)
             await asyncio.to_thread(records.mark_stopped, self.sup,
                                     f"child {spec.id!r} exceeded its restart intensity")
             await self._poke_all()
             # Not awaited: halting waits for in-flight operations, this one included.
             asyncio.get_running_loop().create_task(self._halt("escalated"))
-        else:
-            await self._forget(reg, self.node_id, reg.meta["incarnation"],
-                               "restart intensity exceeded")
+        elif await self._forget(reg, self.node_id, reg.meta["incarnation"],
+                                "restart intensity exceeded"):
+            await asyncio.to_thread(records.record_gave_up, self.sup, spec.id, reason)
 
     async def _forget(self, reg: Registration, owner: str, number: int, why: str) -> bool:
         """Delete a child's record (while it still names ``owner``/``number``) and its spec."""

@@ -26,6 +26,7 @@ from herd.platform.membership import NodeInfo
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
 from herd.supervisors import ChildAlreadyStarted, ChildSpec
+from herd.supervisors import exit as herd_exit
 from herd.supervisors.dynamic import DynamicSupervisor
 from herd.supervisors.dynamic_member import member_handle
 from herd.supervisors.dynamic_spec import DynamicChildInfo, member_of
@@ -72,7 +73,7 @@ class DsupWorker:
         self.node = ray.get_runtime_context().get_node_id()
         rpc.get(ledger.started.remote(tag, os.getpid(), self.node), timeout=10)
         if rpc.get(ledger.is_crashing.remote(tag), timeout=10):
-            threading.Timer(0.3, os._exit, (1,)).start()
+            threading.Timer(0.3, herd_exit, ("error: crash loop",)).start()
 
     def where(self) -> tuple[int, str]:
         return os.getpid(), self.node
@@ -84,8 +85,9 @@ class DsupWorker:
         return self.state.get(key)
 
     def crash(self) -> None:
+        """Exit abnormally now and in every later incarnation (0.3 s after it starts)."""
         rpc.get(self.ledger.crash_loop.remote(self.tag), timeout=10)
-        os._exit(1)
+        herd_exit("error: crash loop")
 
     def fence(self, key: str) -> int | str:
         """``fencing.check(key)`` from inside this child: the epoch, or why it failed."""
