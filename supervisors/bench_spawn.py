@@ -32,7 +32,7 @@ CALL_TIMEOUT_S = 120.0
 RawPinger = ray.remote(Pinger)
 
 
-def run(children: int = 10, rounds: int = 2) -> BenchReport:
+def run(children: int = 10, rounds: int = 3) -> BenchReport:
     timings: dict[tuple[str, str], list[float]] = {}
     with bench_cluster(nodes=3) as cluster:
         sup = DynamicSupervisor.start("bench-spawn")

@@ -25,9 +25,9 @@ from ray.exceptions import RayActorError, RayTaskError
 from herd.platform import rpc
 from herd.platform.control_plane import HERD_NAMESPACE, get_named, require_ray
 from herd.platform.errors import HerdError, SupervisorError, SupervisorStopped
-from herd.platform.monitor import MONITOR_METHOD
 from herd.platform.waiting import wait_until
 from herd.supervisors.exit import NORMAL
+from herd.supervisors.harness import watch_child
 from herd.supervisors.info import ChildInfo, render_tree
 from herd.supervisors.spec import (AutoShutdown, ChildSpec, Strategy, SupervisorSpec,
                                    validate_name)
@@ -142,10 +142,11 @@ class Supervisor:
                        what=f"supervisor {self.name!r} gone")
         return result
 
-    def monitor(self) -> ray.ObjectRef:
+    def monitor(self, timeout: float | None = None) -> ray.ObjectRef:
         """A call that returns the supervisor's exit reason once it stops (the monitor contract
-        of ``herd.platform.monitor``); issue it while the supervisor runs."""
-        return getattr(self.handle, MONITOR_METHOD).remote()
+        of ``herd.platform.monitor``). When this returns, the call has reached the supervisor,
+        so it will see the reason even if the supervisor stops right away."""
+        return watch_child(self.handle, timeout=timeout, what=f"supervisor {self.name!r}")
 
     def render_tree(self, timeout: float | None = None) -> str:
         """The whole supervision tree below this supervisor, as indented text."""

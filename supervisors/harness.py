@@ -25,15 +25,18 @@ import os
 from typing import Any
 
 import ray
+from ray import ObjectRef
 from ray._private.async_compat import has_async_methods
 from ray.actor import ActorClass
 
+from herd.platform import rpc
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.supervisors.exit import ExitSignal, current_signal, install_signal
 from herd.supervisors.spec import resolve_actor
 
-__all__ = ["MONITOR_THREADS", "READY_METHOD", "STOP_METHOD", "make_child_class", "ready_info"]
+__all__ = ["MONITOR_THREADS", "READY_METHOD", "STOP_METHOD", "make_child_class", "ready_info",
+           "watch_child"]
 
 log = get_logger("herd.supervisors.harness")
 
@@ -48,6 +51,16 @@ _classes: dict[Any, ActorClass] = {}
 def ready_info() -> dict[str, Any]:
     """What a started child reports: its process id and node id."""
     return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def watch_child(handle: Any, timeout: float | None = None, what: str = "child") -> ObjectRef:
+    """Issue a monitor call on a herd child and return its ObjectRef once the call has reached
+    the child (a ready call in the same concurrency group, sent after it, has answered): the
+    call then returns the child's exit reason even if the child exits at once. A call that
+    reaches a child already gone fails with ``ActorDiedError`` instead."""
+    monitor_ref = getattr(handle, MONITOR_METHOD).remote()
+    rpc.get(getattr(handle, READY_METHOD).remote(), timeout=timeout, what=f"{what} ready")
+    return monitor_ref
 
 
 def make_child_class(actor: Any) -> ActorClass:

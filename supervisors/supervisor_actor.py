@@ -30,7 +30,7 @@ from herd.platform.errors import HerdError, StartChildError, SupervisorStopped
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.supervisors.exit import SHUTDOWN, ExitSignal
-from herd.supervisors.harness import STOP_METHOD, ready_info
+from herd.supervisors.harness import READY_METHOD, STOP_METHOD, ready_info
 from herd.supervisors.info import ChildInfo
 from herd.supervisors.lifecycle import (Incarnation, adopt, child_options, shutdown, spawn,
                                         start_worker)
@@ -279,10 +279,15 @@ def _was_restarted() -> bool:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
-# A supervisor is a herd child too: the same monitor and stop methods as the harness adds.
+# A supervisor is a herd child too: the same monitor, ready and stop methods as the harness adds.
 @ray.method(concurrency_group=MONITOR_GROUP)
 async def _monitor(self: SupervisorServer) -> str:
     return await self.signal.wait_async()
+
+
+@ray.method(concurrency_group=MONITOR_GROUP)
+async def _ready(self: SupervisorServer) -> dict[str, Any]:
+    return ready_info()
 
 
 async def _stop_as_child(self: SupervisorServer, reason: str) -> str:
@@ -290,5 +295,6 @@ async def _stop_as_child(self: SupervisorServer, reason: str) -> str:
 
 
 setattr(SupervisorServer, MONITOR_METHOD, _monitor)
+setattr(SupervisorServer, READY_METHOD, _ready)
 setattr(SupervisorServer, STOP_METHOD, _stop_as_child)
 SupervisorActor = ray.remote(num_cpus=0, concurrency_groups={MONITOR_GROUP: 1000})(SupervisorServer)

@@ -20,8 +20,8 @@ from ray import cloudpickle
 
 from herd.platform import rpc
 from herd.platform.control_plane import pinned_options
-from herd.platform.errors import (ChildNotFound, PlacementError, StartChildError,
-                                  SupervisorStopped)
+from herd.platform.errors import (ChildNotFound, HerdTimeoutError, PlacementError,
+                                  StartChildError, SupervisorStopped)
 from herd.platform.membership import NodeInfo
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
@@ -147,15 +147,26 @@ def starts(ledger: Any, tag: str) -> list[tuple[str, int, str]]:
     return [s for s in rpc.get(ledger.report.remote(), timeout=WAIT_S)["starts"] if s[0] == tag]
 
 
-def settled(sup: DynamicSupervisor, expect: dict[str, str] | None = None
-            ) -> dict[str, DynamicChildInfo] | None:
-    """Every child running with a holder (on the expected nodes, if given), else None."""
-    now = children(sup)
-    if any(c.status != "running" or c.handle is None for c in now.values()):
-        return None
-    if expect is not None and {k: c.node_id for k, c in now.items()} != expect:
-        return None
-    return now
+def settled(sup: DynamicSupervisor, expect: dict[str, str] | None = None,
+            what: str = "children settled") -> dict[str, DynamicChildInfo]:
+    """Wait until every child runs with a holder (on the expected nodes, if given)."""
+    seen: dict[str, Any] = {}
+
+    def probe() -> dict[str, DynamicChildInfo] | None:
+        now = children(sup)
+        seen["last"] = {k: (c.node_id[:8] if c.node_id else None, c.status, c.incarnation)
+                        for k, c in now.items()}
+        if any(c.status != "running" or c.handle is None for c in now.values()):
+            return None
+        if expect is not None and {k: c.node_id for k, c in now.items()} != expect:
+            return None
+        return now
+
+    try:
+        return wait_until(probe, WAIT_S, what=what)
+    except HerdTimeoutError as exc:
+        wanted = {k: v[:8] for k, v in (expect or {}).items()}
+        raise AssertionError(f"{exc}; last seen {seen.get('last')}; wanted {wanted}") from None
 
 
 def ring_owners(sup: DynamicSupervisor, ids: list[str]) -> dict[str, str]:
@@ -192,8 +203,7 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
     assert "gone" in rpc.get(now["ring-0"].handle.fence.remote("no-such-child"))
     assert [m["node_id"] for m in sup.members()] == sorted(n.node_id for n in cluster.nodes)
 
-    west = cluster.worker_nodes[0]
-    assert west.region == "us-west"
+    west = next(n for n in cluster.nodes if n.region == "us-west")
     pinned = sup.start_child(spec(ledger, "ring-west",
                                   options={"label_selector": {"region": "us-west"}}))
     assert pinned.node_id == west.node_id and where(pinned)[1] == west.node_id
@@ -293,7 +303,6 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     """A us-west node joins: the active (least_loaded) supervisor evens its 4/0 split to 2/2 by
     moving children there with their state (handoff/restore); a passive one moves nothing.
     Draining the new node moves its children back, state included, and places nothing there."""
-    west = cluster.worker_nodes[0].node_id
     active = start_sup(sups, "dsup-active", members={"region": "us-west"},
                        distribution="least_loaded", redistribution="active")
     passive = start_sup(sups, "dsup-passive", members={"region": "us-west"})
@@ -304,11 +313,12 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     passive.start_child(spec(ledger, "pas-0"), timeout=WAIT_S)
     passive_before = {k: where(c) for k, c in children(passive).items()}
     first_pids = {k: where(c)[0] for k, c in children(active).items()}
+    (west,) = {c.node_id for c in children(active).values()}  # the only us-west member
 
     joined = cluster.add_node(region="us-west")
     # Moves go in id order while they even the loads: act-0 and act-1 leave.
     expected = {"act-0": joined.node_id, "act-1": joined.node_id, "act-2": west, "act-3": west}
-    now = wait_until(lambda: settled(active, expected), WAIT_S, what="active rebalance")
+    now = settled(active, expected, "active rebalance")
     for child_id, info in now.items():
         pid, node = where(info)
         assert rpc.get(info.handle.get.remote("value")) == child_id.upper()  # state kept
@@ -317,7 +327,7 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     assert {k: where(c) for k, c in children(passive).items()} == passive_before
 
     active.drain_node(joined.node_id, timeout=WAIT_S)
-    drained = wait_until(lambda: settled(active), WAIT_S, what="drained children running")
+    drained = settled(active, what="drained children running")
     for child_id, info in drained.items():
         assert where(info)[1] != joined.node_id
         assert rpc.get(info.handle.get.remote("value")) == child_id.upper()

@@ -17,10 +17,10 @@ from ray import cloudpickle
 from herd.platform import rpc
 from herd.platform.control_plane import get_named
 from herd.platform.errors import ChildNotFound, StartChildError, SupervisorStopped
-from herd.platform.monitor import MONITOR_METHOD
 from herd.platform.waiting import wait_until
 from herd.supervisors import (ChildAlreadyPresent, ChildAlreadyStarted, ChildRunning, ChildSpec,
                               Supervisor, SupervisorSpec, exit)
+from herd.supervisors.harness import watch_child
 
 WAIT_S = 30.0
 
@@ -132,8 +132,9 @@ def handle_of(sup: Supervisor, child_id: str) -> Any:
 
 
 def watch(handle: Any) -> Any:
-    """A monitor call: returns the exit reason, or fails with ActorDiedError when killed."""
-    return getattr(handle, MONITOR_METHOD).remote()
+    """A monitor call that has reached the child: returns its exit reason, or fails with
+    ActorDiedError when it is killed."""
+    return watch_child(handle, timeout=WAIT_S)
 
 
 def exit_reason(ref: Any) -> str:
