@@ -346,6 +346,8 @@ class LocalCluster:
         env.pop("RAY_AUTH_TOKEN", None)
         env.pop("RAY_ADDRESS", None)
         env.update(self.env())
+        # Ray's default (10 s) for a raylet to come up is too short on a loaded 2-core machine.
+        env.setdefault("RAY_raylet_start_wait_time_s", "120")
         venv_bin = str(Path(sys.executable).parent)
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
         return env

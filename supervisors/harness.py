@@ -13,10 +13,13 @@ subclasses the user's class and adds:
 * ``STOP_METHOD(reason)`` in the default group, so it runs after the call in progress, as OTP's
   shutdown signal is handled after the current message: it calls the user's optional
   ``terminate(reason)`` hook (sync or ``async``), then ends the child with ``reason``.
-* ``READY_METHOD()``: the child's pid and node id, once its constructor has returned.
+* ``READY_METHOD()`` in ``MONITOR_GROUP``: the child's pid and node id, once its constructor
+  has returned. Supervisors answer it too; ``watch_child`` uses it to know that a monitor call
+  sent just before has reached the child.
 
 A sync class stays sync: only classes with an ``async def`` method get async harness methods.
-``herd.supervisors.exit(reason)`` works in the constructor and in every method.
+``herd.supervisors.exit(reason)`` works in the constructor and in every method. Every herd child
+(a harnessed worker or a supervisor) answers these three methods.
 """
 
 from __future__ import annotations

@@ -23,6 +23,19 @@ Semantics, as in ``supervisor.erl``:
 * ``auto_shutdown``: when a significant child exits on its own and is not restarted, the
   supervisor stops with ``shutdown`` (``any_significant``), or does so once no significant child
   is left running (``all_significant``). Children the supervisor terminates itself never count.
+
+Where herd differs from ``supervisor.erl``, and why:
+
+* ``which_children`` lists children in start order (OTP: reverse start order), as Python callers
+  expect; ``count_children``'s ``active`` counts the incarnations the supervisor knows to run
+  (OTP asks ``is_process_alive``; here an exit not yet handled is still counted).
+* API errors are exceptions (``ChildNotFound``, ``ChildRunning``, ``StartChildError``...) instead
+  of ``{error, ...}`` tuples; there is no ``ignore`` start result, no ``simple_one_for_one``
+  (``DynamicSupervisor`` covers it), no ``get_childspec``/``check_childspecs`` (a ``ChildSpec`` is
+  validated when built) and no code change.
+* exit reasons are strings; OTP's ``{shutdown, Term}`` is ``"shutdown:<detail>"`` and a process
+  that died without a reason (kill, crash, node loss) exits with ``"killed"``.
+* the intensity window uses monotonic float seconds (OTP: whole seconds); the rule is the same.
 """
 
 from __future__ import annotations
