@@ -24,3 +24,16 @@ def use_token(token_path: Path | str | None) -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def forget_token(token_path: Path | str) -> None:
+    """Undo ``use_token(token_path)`` in this process (its cluster is gone, and so is the file),
+    so a later embedded ``connect()`` starts from Ray's defaults."""
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") != str(token_path):
+        return
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.pop("RAY_AUTH_MODE", None)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from herd.platform import processes
-from herd.platform.auth import use_token
+from herd.platform.auth import forget_token, use_token
 from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec
 from herd.platform.errors import ClusterError
 from herd.platform.logging import get_logger
@@ -279,6 +279,7 @@ class LocalCluster:
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
+            forget_token(self.token_path)
         log.info("cluster_stopped", address=self.address, run_dir=str(self.run_dir))
 
     def __enter__(self) -> LocalCluster:
