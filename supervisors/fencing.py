@@ -23,8 +23,6 @@ refused even if its ``check`` passed just before it was superseded.
 
 from __future__ import annotations
 
-import time
-
 import ray
 
 from herd.platform.errors import HerdError, NotRegistered, SupervisorError
@@ -55,23 +53,19 @@ def check(key: str, registry: str = "default", timeout: float = DEFAULT_CHECK_TI
     """The current epoch of ``key`` if the calling actor is its registry holder; else raise
     ``Superseded``. Call it inside the child (an actor), before each side effect.
 
-    Reads the registry itself (a linearizable read, not the lookup cache). A record without
-    holder (a new incarnation is being started, or this one has just started and is not
-    registered yet) is waited for, up to ``timeout`` seconds; if no holder appears, the caller
-    cannot prove it is current and ``Superseded`` is raised."""
+    Asks the registry itself (one round trip, not the lookup cache: a cache would need a
+    background thread in the child). A record without holder (a new incarnation is being
+    started, or this one has just started and is not registered yet) is waited for, up to
+    ``timeout`` seconds; if none appears (or the record is gone), the caller cannot prove it is
+    current and ``Superseded`` is raised."""
     me = ray.get_runtime_context().get_actor_id()
     if me is None:
         raise SupervisorError("fencing.check() must be called inside an actor")
-    deadline = time.monotonic() + timeout
-    client = Registry.get(registry)
-    reg = client.entry(key, fresh=True, timeout=timeout)
-    if reg is None:
-        raise Superseded(key, None, "the record is gone")
-    if reg.handle is None:
-        try:
-            reg = client.wait_for(key, timeout=max(deadline - time.monotonic(), 0.001))
-        except NotRegistered:
-            raise Superseded(key, reg.epoch, "no holder was registered in time") from None
+    try:
+        reg = Registry.get(registry).wait_for(key, timeout=timeout)
+    except NotRegistered:
+        raise Superseded(key, None, f"no holder of the record within {timeout:.1f} s "
+                                    f"(it is gone, or another incarnation is starting)") from None
     if reg.holder_id != me:
         raise Superseded(key, reg.epoch, f"the holder is now actor {reg.holder_id}")
     return reg.epoch

@@ -200,7 +200,7 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
         assert node == info.node_id and starts(ledger, child_id) == [(child_id, pid, node)]
         assert rpc.get(info.handle.fence.remote(child_id)) == info.epoch  # the holder
     assert "holder is now actor" in rpc.get(now["ring-0"].handle.fence.remote("ring-1"))
-    assert "gone" in rpc.get(now["ring-0"].handle.fence.remote("no-such-child"))
+    assert "no holder" in rpc.get(now["ring-0"].handle.fence.remote("no-such-child"))
     assert [m["node_id"] for m in sup.members()] == sorted(n.node_id for n in cluster.nodes)
 
     west = next(n for n in cluster.nodes if n.region == "us-west")
