@@ -201,7 +201,7 @@ def test_root_restarted_by_ray_starts_its_children(cluster: Any, sups: list[Supe
         running = now.keys() == before.keys() and all(now.values())
         return now if running and not set(now.values()) & set(before.values()) else None
 
-    wait_until(rebooted, 60, interval=0.2, what="children started again by the restarted root")
+    wait_until(rebooted, 120, interval=0.2, what="children started again by the restarted root")
     for pid in before.values():
         assert pid is not None
         wait_until(lambda p=pid: not os.path.exists(f"/proc/{p}"), WAIT_S, what="old child gone")

@@ -20,9 +20,12 @@ def test_readme_python_quickstart_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=400, env={**os.environ, "HERD_LOG_LEVEL": "WARNING"})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    lines = out.stdout.strip().splitlines()
-    assert "answers again:" in lines[-2], out.stdout
-    restarted = int(lines[-2].rsplit(":", 1)[1])
-    first = int(lines[-3].rsplit("->", 1)[1])
+    lines = out.stdout.splitlines()
+    first_line = next((line for line in lines if " runs on " in line), None)
+    again_line = next((line for line in lines if " answers again: " in line), None)
+    table_line = next((line for line in lines if line.startswith("{")), None)
+    assert first_line and again_line and table_line, out.stdout
+    first = int(first_line.rsplit("->", 1)[1])
+    restarted = int(again_line.rsplit(":", 1)[1])
     assert restarted == first  # a fresh incarnation: its constructor ran again
-    assert ", 2)" in lines[-1]  # the killed node's child is in its second incarnation
+    assert ", 2)" in table_line  # the killed node's child is in its second incarnation
