@@ -356,7 +356,9 @@ def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.001)
 
 
-def _cause(exc: RayTaskError) -> Exception:
-    """The herd error a member raised (Ray wraps it), or the Ray error itself."""
+def _cause(exc: RayTaskError) -> HerdError:
+    """The herd error a member raised (Ray wraps it); anything else as a SupervisorError."""
     cause = exc.cause
-    return cause if isinstance(cause, HerdError) else exc
+    if isinstance(cause, HerdError):
+        return cause
+    return SupervisorError(f"a member failed: {type(cause).__name__}: {cause}")

@@ -59,8 +59,8 @@ STOP_ALL_WAIT_S = 30.0
 #: Children this member creates at once. Ray starts worker processes one per CPU at a time
 #: (``maximum_startup_concurrency``); more in flight would only queue inside Ray, where their
 #: ``start_timeout`` would run out while they wait behind their siblings.
-STARTS_PER_CPU = 2
-MIN_START_SLOTS = 2
+STARTS_PER_CPU = 4
+MIN_START_SLOTS = 4
 #: Threads for blocking registry/KV calls: one per concurrent operation, so that failing over
 #: dozens of children is not serialised behind asyncio's small default pool.
 IO_THREADS = 64
@@ -293,7 +293,6 @@ class DynamicMember(ChildOps):
     async def restart(self, child_id: str) -> DynamicChildInfo | None:
         """Stop the child and start a new incarnation here (restart_child)."""
         return await self._spawn(child_id, lambda: self._restart(child_id))
-
 
     async def _member(self, node_id: str) -> Any:
         handle = self.handles.get(node_id)
