@@ -180,7 +180,7 @@ class MembershipActor:
     async def _watch_delivery(self, key: bytes, ref: ray.ObjectRef) -> None:
         try:
             await ref
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError):
             if self.subscribers.pop(key, None) is not None:
                 log.info("subscriber_dropped", reason="actor dead")
                 self._persist()

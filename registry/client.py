@@ -190,7 +190,7 @@ class Registry:
             slot = self._cache.slots.get(key) if isinstance(key, str) else None
             if slot is not None:
                 return list(slot.value) if self.keys == "duplicate" else slot.value
-        regs = self._fetch(key, timeout)
+        regs = self._fetch(key, timeout, cache=not fresh)
         if self.keys == "unique":
             return regs[0].handle if regs else None
         return [r.handle for r in regs if r.handle is not None]
@@ -200,7 +200,10 @@ class Registry:
         """The key's record (unique; None if absent) or its members' records (duplicate);
         cached like ``lookup``."""
         slot = None if fresh or not isinstance(key, str) else self._cache.slots.get(key)
-        regs = list(slot.regs.values()) if slot is not None else self._fetch(key, timeout)
+        if slot is not None:
+            regs = list(slot.regs.values())
+        else:
+            regs = self._fetch(key, timeout, cache=not fresh)
         if self.keys == "unique":
             return regs[0] if regs else None
         return regs
@@ -301,12 +304,18 @@ class Registry:
             raise KeyModeError(f"{what} needs a {mode} registry; {self.name!r} has "
                                f"keys={self.keys!r}")
 
-    def _fetch(self, key: str, timeout: float | None) -> list[Registration]:
+    def _fetch(self, key: str, timeout: float | None, cache: bool) -> list[Registration]:
+        """Ask the registry. The answer is cached (and the cache-sync thread started) only for
+        cacheable reads in a driver: inside an actor, a thread left in a Ray call when the actor
+        is stopped can make its process abort and spin instead of exiting."""
         key = models.check_key(key)
         shard = shard_of(key, self.shards)
-        self._ensure_sync()
+        cache = cache and ray.get_runtime_context().get_actor_id() is None
+        if cache:
+            self._ensure_sync()
         seq, regs = self._call(shard, "entry", key, deadline=_deadline(timeout))
-        self._cache.offer(key, shard, seq, regs)
+        if cache:
+            self._cache.offer(key, shard, seq, regs)
         return regs
 
     def _invalidate(self, key: str, handle: ActorHandle) -> None:

@@ -205,7 +205,8 @@ class ChildOps:
         self.running[child_id] = run
         asyncio.get_running_loop().create_task(self._watch(child_id, run))
         await self._restore(child_id, incarnation)
-        meta = dict(claimed.meta, state="running", started_at=time.time(), start_by=None)
+        meta = dict(claimed.meta, state="running", started_at=time.time(), start_by=None,
+                    region=self._region())
         try:
             registered = await asyncio.to_thread(
                 self.registry.compare_and_set, child_id, claimed.epoch,

@@ -101,12 +101,12 @@ def forget(name: str) -> None:
         kv.delete(key)
 
 
-def child_meta(sup: str, owner: str, spec: ChildSpec, requirements: Requirements, *,
-               incarnation: int = 1, start_by: float | None = None,
-               region: str | None = None) -> dict[str, Any]:
-    """The meta of a record the driver creates for a new child (incarnation 1, not started)."""
-    return {SUP_META: sup, "owner": owner, "incarnation": incarnation, "restart": spec.restart,
-            "restarts": 0, "failovers": 0, "state": "starting", "region": region,
+def child_meta(sup: str, owner: str, spec: ChildSpec, requirements: Requirements,
+               start_by: float) -> dict[str, Any]:
+    """The meta of a record the driver creates for a new child (incarnation 1, not started;
+    only the driver's ``start_owned`` call may start it before ``start_by``)."""
+    return {SUP_META: sup, "owner": owner, "incarnation": 1, "restart": spec.restart,
+            "restarts": 0, "failovers": 0, "state": "starting", "region": None,
             "started_at": None, "start_by": start_by,
             "requires": {"labels": dict(requirements.labels),
                          "resources": dict(requirements.resources)}}

@@ -208,6 +208,7 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
     pinned = sup.start_child(spec(ledger, "ring-west",
                                   options={"label_selector": {"region": "us-west"}}))
     assert pinned.node_id == west.node_id and where(pinned)[1] == west.node_id
+    assert pinned.region == "us-west"
 
     registry = Registry.start()
     for bad, error in ((spec(ledger, "ring-mars", options={"label_selector": {"region": "mars"}}),
