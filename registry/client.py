@@ -305,12 +305,11 @@ class Registry:
                                f"keys={self.keys!r}")
 
     def _fetch(self, key: str, timeout: float | None, cache: bool) -> list[Registration]:
-        """Ask the registry. The answer is cached (and the cache-sync thread started) only for
-        cacheable reads in a driver: inside an actor, a thread left in a Ray call when the actor
-        is stopped can make its process abort and spin instead of exiting."""
+        """Ask the registry. Fresh reads neither use nor start the cache-sync thread: a child
+        that only reads fresh must not get a thread that sits in a Ray call when it is stopped
+        (its process then aborts and spins instead of exiting)."""
         key = models.check_key(key)
         shard = shard_of(key, self.shards)
-        cache = cache and ray.get_runtime_context().get_actor_id() is None
         if cache:
             self._ensure_sync()
         seq, regs = self._call(shard, "entry", key, deadline=_deadline(timeout))
