@@ -10,6 +10,9 @@ one until the via's ``timeout`` (default 10 s) and then raise ``NotRegistered(ke
 after it is handed out). ``.call()`` waits for the result; if the call fails with
 ``ActorDiedError`` because the holder died, it waits (within the timeout) for a *different*
 holder to be registered -- e.g. the replacement a supervisor starts -- and calls that one once.
+If it fails with ``ActorUnavailableError`` (the holder's node or process stopped answering, and
+Ray has not yet decided whether it is dead), it waits for a different holder in the same way,
+probing the old one between waits; if the old one answers again it is called once more instead.
 Use ``.call()`` only for methods that are safe to run twice (idempotent reads, ``set``-style
 writes, requests deduplicated by an id): the holder may have died after running the method and
 before answering. Any other failure (the method raised, a timeout) is not retried.
@@ -20,15 +23,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import ray
 from ray.actor import ActorHandle
-from ray.exceptions import ActorDiedError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 
 from herd.platform import rpc
 from herd.registry import models
 from herd.registry.client import Registry
+from herd.platform.errors import NotRegistered
 from herd.registry.errors import KeyModeError
 
 DEFAULT_VIA_TIMEOUT_S = 10.0
+UNAVAILABLE_PROBE_S = 2.0  # how long to wait for a successor before probing the old holder
 
 
 class Via:
@@ -84,11 +90,39 @@ class ViaMethod:
             return rpc.get(getattr(handle, self._method).remote(*args, **kwargs),
                            timeout=_left(deadline), what=what)
         except ActorDiedError:
-            registry = target._registry()
-            registry._invalidate(target._key, handle)
-            successor = registry.wait_for(target._key, exclude=handle, timeout=_left(deadline))
-        return rpc.get(getattr(successor.handle, self._method).remote(*args, **kwargs),
+            successor = self._successor(handle, deadline)
+        except ActorUnavailableError:
+            successor = self._successor_or_revived(handle, deadline)
+        return rpc.get(getattr(successor, self._method).remote(*args, **kwargs),
                        timeout=_left(deadline), what=what)
+
+    def _successor(self, handle: ActorHandle, deadline: float) -> ActorHandle:
+        """The next holder after ``handle`` died, waiting for it until the deadline."""
+        registry = self._target._registry()
+        registry._invalidate(self._target._key, handle)
+        return registry.wait_for(self._target._key, exclude=handle,
+                                 timeout=_left(deadline)).handle
+
+    def _successor_or_revived(self, handle: ActorHandle, deadline: float) -> ActorHandle:
+        """After ``handle`` stopped answering: a different holder once one is registered, or
+        ``handle`` itself if it answers a probe again (a transient outage)."""
+        registry = self._target._registry()
+        registry._invalidate(self._target._key, handle)
+        while True:
+            slice_s = min(UNAVAILABLE_PROBE_S, _left(deadline))
+            try:
+                return registry.wait_for(self._target._key, exclude=handle,
+                                         timeout=slice_s).handle
+            except NotRegistered:
+                if _left(deadline) <= slice_s:
+                    raise
+            try:
+                ray.get(handle.__ray_ready__.remote(), timeout=min(slice_s, _left(deadline)))
+                return handle
+            except ActorDiedError:
+                return self._successor(handle, deadline)
+            except (ActorUnavailableError, GetTimeoutError):
+                continue
 
 
 def via(key: str, registry: str = "default", timeout: float | None = None) -> Via:

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from herd.platform.control_plane import pinned_options
 from herd.platform.errors import HerdTimeoutError
 from herd.platform.monitor import MONITOR_GROUP
 from herd.platform.waiting import wait_until
-from herd.registry import Registry, Unregistered, Updated
+from herd.registry import Registry, Unregistered, Updated, via
 from herd.registry.holders import POLL_INTERVAL_S
 from herd.registry.models import actor_id
 
@@ -192,12 +193,21 @@ def test_node_kill_removes_its_holders(cluster: Any) -> None:
     for key, holder in [("n/child", child), ("n/plain", plain), ("n/survivor", survivor)]:
         reg.register(key, holder)
     assert {r.node_id for r in reg.select("n/")} == {victim.node_id, cluster.head.node_id}
+    assert via("n/plain", registry=reg.name).pid.call() > 0  # cached before the kill
     killed_at = time.monotonic()
     cluster.kill_node(victim)
     try:
-        wait_until(lambda: [r.key for r in reg.select("n/", timeout=10)] == ["n/survivor"],
-                   NODE_BOUND_S, interval=0.1, what="holders of the dead node removed")
-        print(f"node kill: holders removed after {time.monotonic() - killed_at:.2f} s")
+        with ThreadPoolExecutor(1) as pool:
+            # A caller through via() during the node's death reaches the replacement.
+            answer = pool.submit(via("n/plain", registry=reg.name, timeout=NODE_BOUND_S + 20)
+                                 .pid.call)
+            wait_until(lambda: [r.key for r in reg.select("n/", timeout=10)] == ["n/survivor"],
+                       NODE_BOUND_S, interval=0.1, what="holders of the dead node removed")
+            print(f"node kill: holders removed after {time.monotonic() - killed_at:.2f} s")
+            replacement = Plain.options(**pinned_options(cluster.head.node_id)).remote()
+            reg.register("n/plain", replacement)
+            assert answer.result(timeout=NODE_BOUND_S + 30) == rpc.get(replacement.pid.remote(),
+                                                                        timeout=10)
     finally:
         cluster.add_node(region=victim.region)
     assert len(cluster.worker_nodes) == 2
