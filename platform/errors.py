@@ -92,6 +92,11 @@ class NoQuorum(HerdError):
     """The member set has no majority of its static member list."""
 
 
+class ClockSkewError(HerdError):
+    """A remote hybrid-logical-clock timestamp is further ahead of local physical time than the
+    configured maximum drift; accepting it would drag this clock forward."""
+
+
 class ChildNotFound(SupervisorError, KeyError):
     """No child with that id under this supervisor."""
 

@@ -29,6 +29,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                  "SIGKILL a node holding K children; time until all answer, herd vs Ray-native"),
     "spawn": ("herd.supervisors.bench_spawn:run",
               "start_child throughput vs raw actor creation"),
+    "crdt": ("herd.platform.bench.crdt:run",
+             "ORSet / AWLWWMap merge of 100k elements vs plain set/dict; delta vs full size"),
 }
 
 
