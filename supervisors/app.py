@@ -26,7 +26,7 @@ from herd.platform.errors import ConfigError, HerdError, SupervisorError, Superv
 from herd.platform.logging import get_logger
 from herd.registry import Registry
 from herd.supervisors.dynamic import DynamicSupervisor
-from herd.supervisors.dynamic_spec import OnExhausted, Redistribution, check_child_spec
+from herd.supervisors.dynamic_spec import DynamicSupervisorOptions, check_child_spec
 from herd.supervisors.handle import Supervisor
 from herd.supervisors.spec import AutoShutdown, ChildSpec, Strategy, validate_name
 
@@ -62,22 +62,11 @@ class StaticSupervisorEntry(BaseModel):
     children: list[ChildSpec] = Field(default_factory=list)
 
 
-class DynamicSupervisorEntry(BaseModel):
+class DynamicSupervisorEntry(DynamicSupervisorOptions):
     """A distributed dynamic supervisor (``DynamicSupervisor.start``) and its first children."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["dynamic"]
     name: str
-    members: Literal["auto"] | dict[str, str] | list[dict[str, str]] = "auto"
-    distribution: Literal["hash_ring", "random", "least_loaded", "quorum"] = "hash_ring"
-    distribution_options: dict[str, Any] = Field(default_factory=dict)
-    redistribution: Redistribution = "passive"
-    max_restarts: int = Field(default=3, ge=0)
-    max_seconds: float = Field(default=5.0, gt=0)
-    max_children: int | None = Field(default=None, ge=1)
-    on_exhausted: OnExhausted = "give_up"
-    registry: str = "default"
     children: list[ChildSpec] = Field(default_factory=list)
 
 
@@ -185,12 +174,8 @@ def _start_supervisor(sup: StaticSupervisorEntry | DynamicSupervisorEntry) -> No
                          max_restarts=sup.max_restarts, max_seconds=sup.max_seconds,
                          auto_shutdown=sup.auto_shutdown, registry=sup.registry)
         return
-    dynamic = DynamicSupervisor.start(
-        sup.name, members=sup.members, distribution=sup.distribution,
-        redistribution=sup.redistribution, max_restarts=sup.max_restarts,
-        max_seconds=sup.max_seconds, max_children=sup.max_children,
-        on_exhausted=sup.on_exhausted, distribution_options=sup.distribution_options,
-        registry=sup.registry)
+    options = sup.model_dump(include=set(DynamicSupervisorOptions.model_fields))
+    dynamic = DynamicSupervisor.start(sup.name, **options)
     for child in sup.children:
         dynamic.start_child(child)
 

@@ -20,8 +20,9 @@ OnExhausted = Literal["give_up", "escalate"]
 MemberSelector = Literal["auto"] | dict[str, str] | list[dict[str, str]]
 
 
-class DynamicSupervisorSpec(BaseModel):
-    """``DynamicSupervisor.start`` arguments.
+class DynamicSupervisorOptions(BaseModel):
+    """The settings of a dynamic supervisor a user chooses (in ``DynamicSupervisor.start`` and
+    in an app's YAML).
 
     ``members``: ``"auto"`` (every node), a label filter such as ``{"region": "us-east"}``, or a
     list of filters (a node is eligible if it matches any). ``on_exhausted``: what happens when
@@ -29,9 +30,8 @@ class DynamicSupervisorSpec(BaseModel):
     child): ``give_up`` removes that child and reports it, ``escalate`` stops the supervisor.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
-    name: str
     members: MemberSelector = "auto"
     distribution: str = "hash_ring"
     distribution_options: dict[str, Any] = Field(default_factory=dict)
@@ -41,13 +41,6 @@ class DynamicSupervisorSpec(BaseModel):
     max_children: int | None = Field(default=None, ge=1)
     on_exhausted: OnExhausted = "give_up"
     registry: str = "default"
-    reconcile_interval_s: float = Field(default=1.0, gt=0)
-    draining: tuple[str, ...] = ()
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: Any) -> str:
-        return validate_name(value)
 
     @field_validator("distribution")
     @classmethod
@@ -55,6 +48,21 @@ class DynamicSupervisorSpec(BaseModel):
         if value not in STRATEGIES:
             raise ValueError(f"unknown distribution {value!r}; choose from {sorted(STRATEGIES)}")
         return value
+
+
+class DynamicSupervisorSpec(DynamicSupervisorOptions):
+    """``DynamicSupervisor.start`` arguments, as stored with the running supervisor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    reconcile_interval_s: float = Field(default=1.0, gt=0)
+    draining: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: Any) -> str:
+        return validate_name(value)
 
     @classmethod
     def build(cls, **values: Any) -> DynamicSupervisorSpec:
