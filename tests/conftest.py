@@ -23,9 +23,10 @@ def start_cluster(nodes: int = 3, **kwargs: object) -> LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A connected 3-node, 2-region cluster shared by the tests of one module."""
-    c = start_cluster(3)
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A connected 3-node, 2-region cluster shared by the tests of one module; a module may set
+    ``CLUSTER_OPTIONS`` (LocalCluster keyword arguments, e.g. ``health_check``)."""
+    c = start_cluster(3, **getattr(request.module, "CLUSTER_OPTIONS", {}))
     try:
         yield c
     finally:
