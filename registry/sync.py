@@ -31,6 +31,7 @@ GRACE_S = 5.0
 BACKOFF_S = 0.1
 WAIT_SLICE_S = 0.05
 YIELD_S = 0.001
+STOP_TIMEOUT_S = 1.0
 
 log = get_logger("herd.registry.sync")
 
@@ -123,6 +124,19 @@ class _Hub:
                                                 daemon=True)
                 self._thread.start()
 
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """End the sync thread and stop caching in this process (lookups go remote from now
+        on). A supervised child calls this when it is about to exit: a thread inside Ray's
+        core worker while the worker exits makes the process abort and spin instead of end."""
+        with self._lock:
+            syncs, self._syncs = self._syncs, []
+            thread = self._thread
+        with _connect_or_shutdown_lock:
+            for sync in syncs:
+                sync.suspend_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+
     def _run(self) -> None:
         while True:
             with self._lock:
@@ -153,3 +167,8 @@ class _Hub:
 
 
 _HUB = _Hub()
+
+
+def stop_cache_sync(timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop this process's registry cache-sync thread (see ``_Hub.stop``)."""
+    _HUB.stop(timeout_s)

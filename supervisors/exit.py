@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from herd.platform.errors import ConfigError, SupervisorError
 
@@ -36,7 +37,10 @@ class ExitSignal:
     """A one-shot exit reason that sync threads and asyncio loops (any number, any thread) can
     wait for. The first ``set`` wins; later ones are ignored."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_set: Callable[[], None] | None = None) -> None:
+        """``on_set`` runs once, in the thread that sets the reason, before any waiter wakes
+        (the harness uses it to quiesce background threads before the process is ended)."""
+        self._on_set = on_set
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._reason: str | None = None
@@ -53,6 +57,8 @@ class ExitSignal:
                 return False
             self._reason = reason
             waiters, self._waiters = self._waiters, []
+        if self._on_set is not None:
+            self._on_set()
         self._event.set()
         for loop, future in waiters:
             try:

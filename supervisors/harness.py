@@ -35,6 +35,7 @@ from ray.actor import ActorClass
 from herd.platform import rpc
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
+from herd.registry.sync import stop_cache_sync
 from herd.supervisors.exit import ExitSignal, current_signal, install_signal
 from herd.supervisors.spec import resolve_actor
 
@@ -100,7 +101,7 @@ def _call_hook(instance: Any, reason: str) -> Any:
 
 def _subclass(user_cls: type, is_async: bool) -> type:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        install_signal(ExitSignal())
+        install_signal(ExitSignal(on_set=stop_cache_sync))
         user_cls.__init__(self, *args, **kwargs)
 
     if is_async:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -172,6 +173,42 @@ def test_registry_names_follow_incarnations(cluster: Any, sups: list[Supervisor]
     assert new == next(c.pid for c in sup.which_children() if c.id == "w")
     sup.terminate_child("w")
     wait_until(lambda: registry.lookup("named/w") is None, WAIT_S, what="name dropped")
+
+
+class CachedReader:
+    """Looks names up through this process's registry cache (which starts the sync thread)."""
+
+    def read(self, key: str) -> list[str]:
+        assert via(key).pid.remote() is not None  # a cached resolve, then a call
+        return [t.name for t in threading.enumerate()]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_child_with_cached_lookups_exits_when_stopped(cluster: Any,
+                                                      sups: list[Supervisor]) -> None:
+    """A child whose process runs the registry's cache-sync thread still ends when stopped
+    (a thread inside Ray's core worker at exit used to make the process abort and spin)."""
+    sup = Supervisor.start("cached", [ChildSpec(id="target", actor=Plain),
+                                      ChildSpec(id="reader", actor=CachedReader)])
+    sups.append(sup)
+    reader = via("cached/reader")
+    threads = rpc.get(reader.read.remote("cached/target"), timeout=WAIT_S)
+    assert "herd-registry-sync" in threads
+    pid = rpc.get(reader.pid.remote(), timeout=WAIT_S)
+    sup.terminate_child("reader")
+    wait_until(lambda: not _process_exists(pid), WAIT_S, interval=0.2,
+               what="stopped child's process gone")
+
+
+def _process_exists(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _pid_via(key: str, old: int) -> int | None:
