@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ray.exceptions import RayTaskError
 
 from herd.platform.errors import ConfigError, HerdTimeoutError, NoQuorum, NotConnectedError
+from herd.platform.quorum_core import reachable
 from herd.platform.quorum import (
     Decision,
     QuorumCall,
@@ -22,7 +23,6 @@ from herd.platform.quorum import (
     QuorumResult,
     QuorumTimeout,
     ReplicaQuorum,
-    _reachable,
     has_quorum,
     majority_value,
     make_decision,
@@ -150,10 +150,10 @@ def test_an_early_answer_is_the_answer_all_votes_give(values: list[Any], data: s
     if early is not None:
         final = majority_value(values, needed)
         assert final is not None and final[0] == early[0] and final[1] >= early[1]
-    if not _reachable(seen, needed, pending):
+    if not reachable(seen, needed, pending):
         assert majority_value(values, needed) is None
     if pending == 0:
-        assert _reachable(seen, needed, 0) == (majority_value(seen, needed) is not None)
+        assert reachable(seen, needed, 0) == (majority_value(seen, needed) is not None)
 
 
 def test_majority_value_waits_while_pending_votes_could_change_the_winner() -> None:
