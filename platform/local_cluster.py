@@ -115,6 +115,7 @@ class LocalCluster:
         self.port = 0
         self.dashboard_port: int | None = None
         self._launches: dict[str, _Launch] = {}
+        self._ports_handed_out: set[int] = set()
         # An owned cluster dies with the process that started it (herd.platform.reaper);
         # `herd cluster up` starts an unowned one that runs until `herd cluster down`.
         self.owned = owned
@@ -361,16 +362,26 @@ class LocalCluster:
         index = len(self.nodes)
         return LocalNode(name="head" if is_head else f"worker-{index}", is_head=is_head,
                          num_cpus=spec.num_cpus, region=spec.region, zone=spec.zone,
-                         labels=labels, resources=resources, node_manager_port=free_port())
+                         labels=labels, resources=resources, node_manager_port=self._free_port())
+
+    def _free_port(self) -> int:
+        """A free loopback port this cluster has not handed out before. `ray start` refuses two
+        equal ports, and ports handed to nodes launched together are not bound yet, so a port
+        that the kernel offers twice in a row must not be used twice."""
+        while True:
+            port = free_port()
+            if port not in self._ports_handed_out:
+                self._ports_handed_out.add(port)
+                return port
 
     def _common_args(self, node: LocalNode) -> list[str]:
         args = ["--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(int(node.num_cpus)),
                 "--node-manager-port", str(node.node_manager_port),
-                "--object-manager-port", str(free_port()),
-                "--dashboard-agent-listen-port", str(free_port()),
-                "--dashboard-agent-grpc-port", str(free_port()),
-                "--metrics-export-port", str(free_port()),
-                "--runtime-env-agent-port", str(free_port()),
+                "--object-manager-port", str(self._free_port()),
+                "--dashboard-agent-listen-port", str(self._free_port()),
+                "--dashboard-agent-grpc-port", str(self._free_port()),
+                "--metrics-export-port", str(self._free_port()),
+                "--runtime-env-agent-port", str(self._free_port()),
                 "--temp-dir", str(self.ray_tmp / node.name), "--disable-usage-stats"]
         if node.resources:
             args += ["--resources", json.dumps(node.resources)]
@@ -393,13 +404,13 @@ class LocalCluster:
 
     def _start_head(self, spec: NodeSpec) -> LocalNode:
         self._prepare_run_dir()
-        self.port = free_port()
+        self.port = self._free_port()
         node = self._node_from_spec(spec, is_head=True)
         args = ["--head", "--port", str(self.port),
-                "--ray-client-server-port", str(free_port()),
+                "--ray-client-server-port", str(self._free_port()),
                 "--system-config", json.dumps(self.health_check.to_system_config())]
         if self.include_dashboard:
-            self.dashboard_port = free_port()
+            self.dashboard_port = self._free_port()
             args += ["--include-dashboard", "true", "--dashboard-host", LOOPBACK,
                      "--dashboard-port", str(self.dashboard_port)]
         else:
@@ -480,7 +491,7 @@ class LocalCluster:
         old = failed.node
         node = LocalNode(name=old.name, is_head=False, num_cpus=old.num_cpus, region=old.region,
                          zone=old.zone, labels=old.labels, resources=old.resources,
-                         node_manager_port=free_port())
+                         node_manager_port=self._free_port())
         launch = self._launch(node, ["--address", self.address] + self._common_args(node))
         launch.attempt = failed.attempt + 1
         return launch
