@@ -21,6 +21,11 @@ def session_of(pid: int) -> int | None:
     return None if state == "Z" else session
 
 
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    return session_of(pid) is not None
+
+
 def session_pids(leader: int) -> list[int]:
     """Every live (non-zombie) process in the session led by ``leader``."""
     pids = []

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from herd.platform import processes
 from herd.platform.cluster import LocalCluster, connect, disconnect
 from herd.platform.membership import Membership
 from herd.platform.waiting import wait_until
@@ -32,15 +33,7 @@ def test_start_label_and_shutdown_leaves_no_process() -> None:
     finally:
         cluster.shutdown()
     assert cluster.pids() == []
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not [p for p in pids if processes.is_running(p)]
 
 
 def test_client_without_token_is_refused() -> None:
@@ -91,5 +84,5 @@ def test_owned_cluster_dies_with_its_owner(tmp_path: Any) -> None:
                          timeout=180)
     pids = json.loads(out.stdout.strip().splitlines()[-1])
     assert pids
-    wait_until(lambda: not [p for p in pids if _not_zombie(p)], 30, interval=0.2,
+    wait_until(lambda: not [p for p in pids if processes.is_running(p)], 30, interval=0.2,
                what="reaper stops the orphaned cluster")

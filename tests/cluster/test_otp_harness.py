@@ -15,7 +15,7 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from herd.platform import rpc
+from herd.platform import processes, rpc
 from herd.platform.control_plane import get_named
 from herd.platform.errors import ConfigError, HerdError, StartChildError, SupervisorError
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
@@ -198,17 +198,8 @@ def test_child_with_cached_lookups_exits_when_stopped(cluster: Any,
     assert "herd-registry-sync" in threads
     pid = rpc.get(reader.pid.remote(), timeout=WAIT_S)
     sup.terminate_child("reader")
-    wait_until(lambda: not _process_exists(pid), WAIT_S, interval=0.2,
+    wait_until(lambda: not processes.is_running(pid), WAIT_S, interval=0.2,
                what="stopped child's process gone")
-
-
-def _process_exists(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _pid_via(key: str, old: int) -> int | None:
