@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -70,11 +71,16 @@ def _follow(app: str) -> None:
 @one_line_errors
 def status(app: str | None, address: str | None, run_dir: Path, as_json: bool) -> None:
     """The live tree of APP (or of every running app) and the node table."""
+    from herd.platform.cluster import disconnect
     from herd.supervisors.app_status import render
     from herd.supervisors.app_status import status as app_status
 
-    cli_connect(address, run_dir)
-    view = app_status(app)
+    # Ray's driver prints cluster events (a node marked dead) to stdout from a background
+    # thread; what `status` prints, `--json` above all, must be herd's output alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        cli_connect(address, run_dir)
+        view = app_status(app)
+        disconnect()
     if as_json:
         click.echo(json.dumps(view, indent=2, default=str))
     else:

@@ -179,7 +179,10 @@ def test_failed_calls_are_missing_votes_never_votes(cluster: LocalCluster,
     rpc.get(dead.vote.remote(), timeout=TIMEOUT_S)
     ray.kill(dead)
     decision = make_decision(members[:2] + [dead], "vote", TIMEOUT_S)
-    assert decision.count == 2 and "Actor" in decision.missing[dead]
+    assert decision.count == 2 and dead in decision.missing and dead not in decision.votes
+    with pytest.raises(QuorumNotAchieved) as unanimous:  # needs the dead one: awaited, failed
+        make_decision(members[:2] + [dead], "vote", TIMEOUT_S, needed=3)
+    assert "Actor" in unanimous.value.missing[dead] and dead not in unanimous.value.votes
 
     # Two failures out of three: no quorum, as soon as that is certain.
     started = time.monotonic()
