@@ -61,12 +61,16 @@ class QuorumRead:
     """A quorum read: ``value`` resolved from the ``replies`` of the replicas that answered."""
 
     value: Any
-    replies: list[Any]
     result: QuorumResult
 
     @property
+    def replies(self) -> list[Any]:
+        """The successful replies, in replica order."""
+        return self.result.values
+
+    @property
     def answered(self) -> int:
-        return len(self.replies)
+        return len(self.result.successes)
 
 
 def _check_replica_calls(refs: Sequence[ray.ObjectRef], rq: ReplicaQuorum, source: str) -> None:
@@ -101,5 +105,4 @@ def quorum_read(refs: Sequence[ray.ObjectRef], rq: ReplicaQuorum, timeout: float
     _check_replica_calls(refs, rq, "quorum_read")
     result = QuorumCall(refs, required=rq.r, timeout=timeout, what=what).wait()
     replies = result.values
-    return QuorumRead(value=replies if resolve is None else resolve(replies), replies=replies,
-                      result=result)
+    return QuorumRead(value=replies if resolve is None else resolve(replies), result=result)
