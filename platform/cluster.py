@@ -15,7 +15,7 @@ import ray
 
 from herd.platform.config import ClusterConfig
 from herd.platform.errors import ClusterError, ConfigError
-from herd.platform.local_cluster import LOOPBACK, LocalCluster, LocalNode
+from herd.platform.local.cluster import LOOPBACK, LocalCluster, LocalNode
 from herd.platform.logging import get_logger
 
 __all__ = ["ClusterInfo", "LocalCluster", "LocalNode", "connect", "disconnect", "resolve_address"]

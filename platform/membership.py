@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -215,11 +216,9 @@ class MembershipActor:
         assert self.changed is not None
         if self.seq <= seq:
             async with self.changed:
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(
                         self.changed.wait_for(lambda: self.seq > seq), timeout_s)
-                except asyncio.TimeoutError:
-                    pass
         return self.seq, [event for event in self.log if event.seq > seq]
 
     async def stats(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 import uuid
@@ -235,10 +236,8 @@ class PubSubNode:
         try:
             if not listener.buffer:
                 listener.wake.clear()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(listener.wake.wait(), timeout_s)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             listener.polling -= 1
             listener.last_poll = time.monotonic()

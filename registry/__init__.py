@@ -20,8 +20,15 @@
 
 from herd.registry.client import Registry
 from herd.registry.errors import HolderDead, KeyModeError, RegistryInputError
-from herd.registry.records import (Event, EventBatch, Registered, Registration, Snapshot,
-                                   Unregistered, Updated)
+from herd.registry.records import (
+                                   Event,
+                                   EventBatch,
+                                   Registered,
+                                   Registration,
+                                   Snapshot,
+                                   Unregistered,
+                                   Updated,
+)
 from herd.registry.via import Via, via
 from herd.registry.watch import Watch
 

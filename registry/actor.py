@@ -11,6 +11,7 @@ are returned as :class:`Rejection` values for the client to raise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -18,13 +19,20 @@ from typing import Any
 import ray
 
 from herd.platform.control_plane import control_plane_options
-from herd.platform.logging import get_logger
 from herd.platform.gcs import actor_status
+from herd.platform.logging import get_logger
 from herd.registry.holders import HolderMonitor
 from herd.registry.layout import actor_name
 from herd.registry.models import actor_id
-from herd.registry.records import (EventBatch, KeyMode, OnHolderDeath, Registration, Rejection,
-                                   Snapshot, Updated)
+from herd.registry.records import (
+    EventBatch,
+    KeyMode,
+    OnHolderDeath,
+    Registration,
+    Rejection,
+    Snapshot,
+    Updated,
+)
 from herd.registry.state import Change, RegistryState
 from herd.registry.store import ShardStore, Subscription
 from herd.registry.subscribers import Subscribers, subscription_id
@@ -192,10 +200,8 @@ class RegistryActor:
 
     async def _wait_change(self, timeout: float) -> None:
         changed = self._changed
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
 
 def start_actor(name: str, shard: int, shards: int, mode: KeyMode) -> Any:

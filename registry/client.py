@@ -24,13 +24,20 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.platform import kv, rpc
 from herd.platform.control_plane import require_ray
-from herd.platform.errors import (AlreadyRegistered, EpochConflict, HerdTimeoutError,
-                                  NotRegistered, UnknownRegistry)
+from herd.platform.errors import HerdTimeoutError
 from herd.platform.logging import get_logger
 from herd.registry import models
 from herd.registry.actor import start_actor
 from herd.registry.cache import LookupCache
-from herd.registry.errors import HolderDead, KeyModeError, RegistryInputError
+from herd.registry.errors import (
+    AlreadyRegistered,
+    EpochConflict,
+    HolderDead,
+    KeyModeError,
+    NotRegistered,
+    RegistryInputError,
+    UnknownRegistry,
+)
 from herd.registry.layout import config_key, shard_of
 from herd.registry.records import KeyMode, Registration, Rejection
 from herd.registry.sync import CacheSync

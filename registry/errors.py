@@ -1,10 +1,48 @@
-"""Registry errors that ``herd.platform.errors`` does not define; all are ``RegistryError``s."""
+"""Registry errors: all are ``RegistryError``s (``herd.platform.errors`` holds the base tree)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from herd.platform.errors import ConfigError, RegistryError
+from herd.platform.errors import ConfigError, HerdError
+
+
+class RegistryError(HerdError):
+    """Base class of registry errors."""
+
+
+class AlreadyRegistered(RegistryError):
+    """A unique key is held by another actor."""
+
+    def __init__(self, key: str, holder: Any = None) -> None:
+        self.key = key
+        self.holder = holder
+        super().__init__(f"key {key!r} is already registered (holder: {holder})")
+
+
+class NotRegistered(RegistryError, KeyError):
+    """No live holder is registered under the key."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        self.key = key
+        super().__init__(f"key {key!r} is not registered" + (f": {detail}" if detail else ""))
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class EpochConflict(RegistryError):
+    """A compare-and-set lost: the record's epoch was not the expected one."""
+
+    def __init__(self, key: str, expected: int, actual: int | None) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"epoch conflict on {key!r}: expected {expected}, found {actual}")
+
+
+class UnknownRegistry(RegistryError):
+    """No registry of that name has been started."""
 
 
 class RegistryInputError(RegistryError, ConfigError):

@@ -26,9 +26,9 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
+from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
-from herd.platform.gcs import actor_status
 
 POLL_INTERVAL_S = 0.25
 UNAVAILABLE_RETRY_S = 0.1
@@ -118,7 +118,7 @@ class HolderMonitor:
         if not ids:
             return
         states = await asyncio.gather(*(actor_status(i) for i in ids), return_exceptions=True)
-        for holder_id, status in zip(ids, states):
+        for holder_id, status in zip(ids, states, strict=False):
             if isinstance(status, BaseException):
                 self._log.warning("gcs_query_failed", holder=holder_id, error=repr(status))
             elif status.state == "DEAD" and self._polled.pop(holder_id, None) is not None:

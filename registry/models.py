@@ -11,10 +11,18 @@ import json
 import math
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 from ray.actor import ActorHandle
 
-from herd.platform.config import format_loc
+from herd.platform.validation import format_loc
 from herd.registry.errors import RegistryInputError
 from herd.registry.records import KeyMode, OnHolderDeath
 

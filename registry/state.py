@@ -19,8 +19,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from herd.registry.records import (Entry, Event, EventBatch, KeyMode, OnHolderDeath, Registered,
-                                   Registration, Rejection, Snapshot, Unregistered, Updated)
+from herd.registry.records import (
+    Entry,
+    Event,
+    EventBatch,
+    KeyMode,
+    OnHolderDeath,
+    Registered,
+    Registration,
+    Rejection,
+    Snapshot,
+    Unregistered,
+    Updated,
+)
 
 LOG_CAPACITY = 10_000
 BATCH_LIMIT = 1_000

@@ -30,8 +30,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from herd.platform import rpc
 from herd.registry import models
 from herd.registry.client import Registry
-from herd.platform.errors import NotRegistered
-from herd.registry.errors import KeyModeError
+from herd.registry.errors import KeyModeError, NotRegistered
 
 DEFAULT_VIA_TIMEOUT_S = 10.0
 UNAVAILABLE_PROBE_S = 2.0  # how long to wait for a successor before probing the old holder

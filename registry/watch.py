@@ -22,8 +22,15 @@ import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.platform.errors import HerdTimeoutError
-from herd.registry.records import (Event, EventBatch, Registered, Registration, Snapshot,
-                                   Unregistered, Updated)
+from herd.registry.records import (
+    Event,
+    EventBatch,
+    Registered,
+    Registration,
+    Snapshot,
+    Unregistered,
+    Updated,
+)
 
 if TYPE_CHECKING:
     from herd.registry.client import Registry

@@ -1,14 +1,47 @@
-"""Supervisor errors that ``herd.platform.errors`` does not name: the ``{error, ...}`` replies of
+"""Supervisor errors: ``SupervisorError`` and its subclasses, among them the ``{error, ...}`` replies of
 OTP's ``supervisor`` API (``already_started``, ``already_present``, ``running``, ``restarting``).
 
-Each takes only the child id, so it pickles across Ray calls unchanged.
+Each child-state error takes only the child id, so it pickles across Ray calls unchanged.
 """
 
 from __future__ import annotations
 
-from herd.platform.errors import SupervisorError
+from herd.platform.errors import HerdError
 
-__all__ = ["ChildAlreadyPresent", "ChildAlreadyStarted", "ChildRestarting", "ChildRunning"]
+__all__ = [
+    "ChildAlreadyPresent",
+    "ChildAlreadyStarted",
+    "ChildNotFound",
+    "ChildRestarting",
+    "ChildRunning",
+    "PlacementError",
+    "StartChildError",
+    "SupervisorError",
+    "SupervisorStopped",
+]
+
+
+class SupervisorError(HerdError):
+    """Base class of supervisor errors."""
+
+
+class StartChildError(SupervisorError):
+    """A child could not be started (its constructor raised, or it could not be placed)."""
+
+
+class PlacementError(StartChildError):
+    """No member/node satisfies a child's resources or labels."""
+
+
+class ChildNotFound(SupervisorError, KeyError):
+    """No child with that id under this supervisor."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SupervisorStopped(SupervisorError):
+    """The supervisor has exited (intensity exceeded, auto_shutdown or stop)."""
 
 
 class _ChildStateError(SupervisorError):

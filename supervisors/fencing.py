@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import ray
 
-from herd.platform.errors import HerdError, NotRegistered, SupervisorError
+from herd.platform.errors import HerdError
 from herd.registry import Registry
+from herd.registry.errors import NotRegistered
+from herd.supervisors.errors import SupervisorError
 
 __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Superseded", "check"]
 

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Union
 
-from herd.platform.errors import ConfigError, NoQuorum, PlacementError
+from herd.platform.errors import ConfigError, NoQuorum
+from herd.supervisors.errors import PlacementError
 
 __all__ = [
     "DistributionStrategy",
@@ -122,8 +123,8 @@ class Requirements:
 
 #: How ``owners`` learns each child's requirements: a mapping, a function, or None for none.
 RequirementsOf = Union[
-    Mapping[str, Union[Requirements, None]],
-    Callable[[str], Union[Requirements, None]],
+    Mapping[str, Requirements | None],
+    Callable[[str], Requirements | None],
     None,
 ]
 

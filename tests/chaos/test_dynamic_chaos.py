@@ -13,6 +13,7 @@ starts 5 nodes in all:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -28,13 +29,13 @@ from herd.platform import rpc
 from herd.platform.cluster import LocalCluster
 from herd.platform.control_plane import pinned_options
 from herd.platform.errors import NoQuorum
+from herd.platform.local.processes import session_of
 from herd.platform.membership import NodeInfo
-from herd.platform.processes import session_of
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
 from herd.supervisors import ChildSpec
-from herd.supervisors.dynamic import DynamicSupervisor
-from herd.supervisors.dynamic_spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 from herd.supervisors.fencing import Superseded, check
 from herd.supervisors.strategies import make_strategy
 
@@ -95,10 +96,8 @@ class ChaosWorker:
             except Exception:  # the registry is briefly unreachable: try again
                 time.sleep(WRITE_EVERY_S)
                 continue
-            try:
+            with contextlib.suppress(Exception):
                 rpc.get(self.ledger.write.remote(self.tag, epoch, os.getpid()), timeout=10)
-            except Exception:
-                pass
             time.sleep(WRITE_EVERY_S)
 
 
@@ -316,7 +315,7 @@ def test_paused_node_is_fenced_after_failover(chaos_cluster: LocalCluster, ledge
         first_new = min(t for _, p, t in accepted if p == new_pids[tag])
         assert not [a for a in accepted if a[1] == old_pid and a[2] > first_new], (
             f"{tag}: a superseded incarnation wrote after its replacement")
-        assert all(a[0] <= b[0] for a, b in zip(accepted, accepted[1:]))
+        assert all(a[0] <= b[0] for a, b in zip(accepted, accepted[1:], strict=False))
         late = [r for r in report["refused"] if r[0] == tag and r[3] > resumed_at]
         assert len(late) <= 1, f"{tag}: the old incarnation kept trying after resume: {late}"
         assert now[tag].incarnation == 2 and now[tag].node_id != victim.node_id

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def herd(*args: str, env: dict[str, str] | None = None,
          timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "herd.platform.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "herd.cli.main", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HERD_LOG_LEVEL": "WARNING", **(env or {})})
 
@@ -99,8 +99,8 @@ def test_submit_runs_the_app_as_a_ray_job(tmp_path: Path) -> None:
         assert "app demo running" in logs.stdout
 
         cluster.connect(log_to_driver=False)
-        from herd.supervisors.app import stop_app
-        from herd.supervisors.app_status import status
+        from herd.supervisors.apps.app import stop_app
+        from herd.supervisors.apps.status import status
 
         view = wait_until(lambda: _all_running(status("demo")), 60, interval=0.5,
                           what="submitted app running")

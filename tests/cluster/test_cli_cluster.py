@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-HERD = [sys.executable, "-m", "herd.platform.cli"]
+HERD = [sys.executable, "-m", "herd.cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 
 

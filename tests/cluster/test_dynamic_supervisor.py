@@ -20,16 +20,21 @@ from ray import cloudpickle
 
 from herd.platform import rpc
 from herd.platform.control_plane import pinned_options
-from herd.platform.errors import (ChildNotFound, HerdTimeoutError, PlacementError,
-                                  StartChildError, SupervisorStopped)
+from herd.platform.errors import HerdTimeoutError
 from herd.platform.membership import NodeInfo
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
 from herd.supervisors import ChildAlreadyStarted, ChildSpec
 from herd.supervisors import exit as herd_exit
-from herd.supervisors.dynamic import DynamicSupervisor
-from herd.supervisors.dynamic_member import member_handle
-from herd.supervisors.dynamic_spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.member import member_handle
+from herd.supervisors.dynamic.spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.supervisor import DynamicSupervisor
+from herd.supervisors.errors import (
+    ChildNotFound,
+    PlacementError,
+    StartChildError,
+    SupervisorStopped,
+)
 from herd.supervisors.fencing import Superseded, check
 from herd.supervisors.strategies import make_strategy
 

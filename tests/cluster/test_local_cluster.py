@@ -11,8 +11,8 @@ from typing import Any
 
 import ray
 
-from herd.platform import processes
 from herd.platform.cluster import LocalCluster, connect, disconnect
+from herd.platform.local import processes
 from herd.platform.membership import Membership
 from herd.platform.waiting import wait_until
 

@@ -4,6 +4,7 @@ records what they see (starts, terminate hooks) so the order of events can be ch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -16,11 +17,18 @@ from ray import cloudpickle
 
 from herd.platform import rpc
 from herd.platform.control_plane import get_named
-from herd.platform.errors import ChildNotFound, StartChildError, SupervisorStopped
 from herd.platform.waiting import wait_until
-from herd.supervisors import (ChildAlreadyPresent, ChildAlreadyStarted, ChildRunning, ChildSpec,
-                              Supervisor, SupervisorSpec, exit)
-from herd.supervisors.harness import watch_child
+from herd.supervisors import (
+    ChildAlreadyPresent,
+    ChildAlreadyStarted,
+    ChildRunning,
+    ChildSpec,
+    Supervisor,
+    SupervisorSpec,
+    exit,
+)
+from herd.supervisors.errors import ChildNotFound, StartChildError, SupervisorStopped
+from herd.supervisors.otp.harness import watch_child
 
 WAIT_S = 30.0
 
@@ -146,10 +154,8 @@ def exit_reason(ref: Any) -> str:
 
 def ask_exit(handle: Any, reason: str) -> None:
     """Make a child call exit(reason); its supervisor may end it before the call answers."""
-    try:
+    with contextlib.suppress(ray.exceptions.ActorDiedError):
         rpc.get(handle.exit.remote(reason), timeout=WAIT_S)
-    except ray.exceptions.ActorDiedError:
-        pass
 
 
 def kill(pid: int | None) -> None:

@@ -15,14 +15,15 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from herd.platform import processes, rpc
 from herd.platform.control_plane import get_named
-from herd.platform.errors import ConfigError, HerdError, StartChildError, SupervisorError
+from herd.platform.errors import ConfigError, HerdError
+from herd.platform.local import processes, rpc
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
 from herd.platform.waiting import wait_until
 from herd.registry import Registry, via
 from herd.supervisors import ChildSpec, Supervisor, SupervisorSpec, exit, make_child_class
-from herd.supervisors.harness import READY_METHOD, STOP_METHOD
+from herd.supervisors.errors import StartChildError, SupervisorError
+from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD
 
 WAIT_S = 30.0
 

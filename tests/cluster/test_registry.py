@@ -15,12 +15,19 @@ import ray
 
 from herd.platform import rpc
 from herd.platform.control_plane import HERD_NAMESPACE, pinned_options
-from herd.platform.errors import (AlreadyRegistered, EpochConflict, NotRegistered,
-                                  UnknownRegistry)
 from herd.platform.monitor import MONITOR_GROUP
 from herd.platform.waiting import wait_until
-from herd.registry import (HolderDead, KeyModeError, Registered, Registry, RegistryInputError,
-                           Unregistered, Updated, via)
+from herd.registry import (
+    HolderDead,
+    KeyModeError,
+    Registered,
+    Registry,
+    RegistryInputError,
+    Unregistered,
+    Updated,
+    via,
+)
+from herd.registry.errors import AlreadyRegistered, EpochConflict, NotRegistered, UnknownRegistry
 from herd.registry.models import MAX_KEY_BYTES, MAX_META_BYTES, actor_id
 
 N_CONTENDERS = 8

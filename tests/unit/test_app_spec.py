@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from herd.platform.errors import ConfigError
-from herd.supervisors.app import AppSpec
+from herd.supervisors.apps.app import AppSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_broken_app_names_file_path_and_value(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(BROKEN)[:4])
 def test_cli_run_of_broken_app_is_one_line(name: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "herd.platform.cli", "run",
+    out = subprocess.run([sys.executable, "-m", "herd.cli.main", "run",
                           f"configs/broken/{name}"], cwd=REPO, capture_output=True, text=True,
                          timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
     assert out.returncode == 1

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from herd.platform.config import (ClusterConfig, HealthCheckConfig, NodeSpec, TimeoutConfig,
-                                  format_loc, load_yaml_model)
+from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec, TimeoutConfig
 from herd.platform.errors import ConfigError, HerdError
+from herd.platform.validation import format_loc, load_yaml_model
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -9,9 +9,16 @@ from hypothesis import strategies as st
 
 from herd.platform.errors import ConfigError
 from herd.platform.membership import NodeInfo
-from herd.supervisors.dynamic_spec import (DynamicSupervisorSpec, Placing, check_child_spec,
-                                           member_of, move_targets, place, requirements_of)
-from herd.supervisors.spec import ChildSpec, SupervisorSpec
+from herd.supervisors.dynamic.spec import (
+    DynamicSupervisorSpec,
+    Placing,
+    check_child_spec,
+    member_of,
+    move_targets,
+    place,
+    requirements_of,
+)
+from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec
 from herd.supervisors.strategies import Member, Requirements, make_strategy
 
 

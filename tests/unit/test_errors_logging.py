@@ -14,13 +14,16 @@ import pytest
 
 from herd.platform import errors
 from herd.platform.errors import ConfigError, HerdError
+from herd.registry import errors as registry_errors
+from herd.supervisors import errors as supervisor_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _herd_exceptions() -> list[type[BaseException]]:
-    return [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
-            if issubclass(obj, BaseException) and obj.__module__ == errors.__name__]
+    return [obj for module in (errors, registry_errors, supervisor_errors)
+            for _, obj in inspect.getmembers(module, inspect.isclass)
+            if issubclass(obj, BaseException) and obj.__module__ == module.__name__]
 
 
 def test_there_are_herd_exceptions() -> None:
@@ -40,9 +43,9 @@ def test_config_error_names_source_field_value() -> None:
 
 
 def test_registry_errors_render_readably() -> None:
-    assert "'k'" in str(errors.NotRegistered("k"))
-    assert str(errors.ChildNotFound("no child 'c'")) == "no child 'c'"
-    assert "expected 2, found 3" in str(errors.EpochConflict("k", 2, 3))
+    assert "'k'" in str(registry_errors.NotRegistered("k"))
+    assert str(supervisor_errors.ChildNotFound("no child 'c'")) == "no child 'c'"
+    assert "expected 2, found 3" in str(registry_errors.EpochConflict("k", 2, 3))
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herd.supervisors.intensity import RestartIntensity
+from herd.supervisors.otp.intensity import RestartIntensity
 
 
 class Clock:

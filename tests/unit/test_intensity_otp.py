@@ -1,4 +1,4 @@
-"""The OTP decision core (herd.supervisors.otp) with an in-memory runner: restart types,
+"""The OTP decision core (herd.supervisors.otp.core) with an in-memory runner: restart types,
 strategies, stop order, intensity, failed restarts and auto_shutdown, as supervisor.erl does them.
 No Ray: the runner records what a real one would start and stop."""
 
@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 
-from herd.platform.errors import ChildNotFound, ConfigError, StartChildError
-from herd.supervisors.errors import (ChildAlreadyPresent, ChildAlreadyStarted, ChildRestarting,
-                                     ChildRunning)
-from herd.supervisors.otp import SupervisorCore
-from herd.supervisors.spec import ChildSpec, SupervisorSpec
+from herd.platform.errors import ConfigError
+from herd.supervisors.errors import (
+    ChildAlreadyPresent,
+    ChildAlreadyStarted,
+    ChildNotFound,
+    ChildRestarting,
+    ChildRunning,
+    StartChildError,
+)
+from herd.supervisors.otp.core import SupervisorCore
+from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec
 
 
 class Worker:

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from ray.exceptions import RayTaskError
 
 from herd.platform.errors import ConfigError, HerdTimeoutError, NoQuorum, NotConnectedError
-from herd.platform.quorum_core import reachable
 from herd.platform.quorum import (
     Decision,
     QuorumCall,
@@ -31,6 +30,7 @@ from herd.platform.quorum import (
     quorum_write,
     tie_break_key,
 )
+from herd.platform.quorum.core import reachable
 
 NODE_A, NODE_B, NODE_C = ("a" * 56, "b" * 56, "c" * 56)
 
@@ -94,8 +94,8 @@ def test_two_disjoint_voter_sets_never_both_have_quorum(static: list[str], data:
                                                         ) -> None:
     side = data.draw(st.lists(st.sampled_from([0, 1, 2]), min_size=len(static),
                               max_size=len(static)))  # 2: voted for neither
-    left = [m for m, s in zip(static, side) if s == 0]
-    right = [m for m, s in zip(static, side) if s == 1]
+    left = [m for m, s in zip(static, side, strict=False) if s == 0]
+    right = [m for m, s in zip(static, side, strict=False) if s == 1]
     strangers = data.draw(st.lists(st.text("xyz", min_size=3, max_size=3), max_size=5))
     assert not (has_quorum(left + strangers + left, static)
                 and has_quorum(right + strangers, static))

@@ -6,12 +6,22 @@ import math
 
 import pytest
 
-from herd.platform.errors import ConfigError, RegistryError
-from herd.registry.errors import RegistryInputError
+from herd.platform.errors import ConfigError
+from herd.registry.errors import RegistryError, RegistryInputError
 from herd.registry.layout import actor_name, shard_of
-from herd.registry.models import (MAX_KEY_BYTES, MAX_META_BYTES, check_changes, check_epoch,
-                                  check_handle, check_key, check_meta, check_method, check_name,
-                                  check_timeout, options)
+from herd.registry.models import (
+    MAX_KEY_BYTES,
+    MAX_META_BYTES,
+    check_changes,
+    check_epoch,
+    check_handle,
+    check_key,
+    check_meta,
+    check_method,
+    check_name,
+    check_timeout,
+    options,
+)
 
 
 @pytest.mark.parametrize("key", ["", 7, None, b"bytes", "x" * (MAX_KEY_BYTES + 1),

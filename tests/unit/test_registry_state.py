@@ -7,8 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herd.registry.records import (Entry, Registered, Registration, Rejection, Unregistered,
-                                   Updated)
+from herd.registry.records import Entry, Registered, Registration, Rejection, Unregistered, Updated
 from herd.registry.state import Change, RegistryState
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import ray
 
-from herd.platform.errors import ConfigError, SupervisorError
+from herd.platform.errors import ConfigError
 from herd.supervisors import ChildSpec, SupervisorSpec, exit
-from herd.supervisors.spec import check_significant, validate_name
+from herd.supervisors.errors import SupervisorError
+from herd.supervisors.otp.spec import check_significant, validate_name
 
 
 class Worker:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from herd.platform.errors import ConfigError, HerdError, NoQuorum, PlacementError
+from herd.platform.errors import ConfigError, HerdError, NoQuorum
+from herd.supervisors.errors import PlacementError
 from herd.supervisors.strategies import (
     DEFAULT_VNODES,
     DistributionStrategy,
@@ -344,8 +345,8 @@ def test_quorum_never_on_both_sides_of_a_split(static: list[str], data: st.DataO
     keep = data.draw(st.lists(st.booleans(), min_size=len(static), max_size=len(static)))
     strangers = data.draw(st.lists(st.text("xyz", min_size=1), max_size=3))
     # A partition into two disjoint live sets (some static members may be dead on both sides).
-    left = ms(*(m for m, s, k in zip(static, side, keep) if s and k))
-    right = ms(*(m for m, s, k in zip(static, side, keep) if not s and k))
+    left = ms(*(m for m, s, k in zip(static, side, keep, strict=False) if s and k))
+    right = ms(*(m for m, s, k in zip(static, side, keep, strict=False) if not s and k))
     assert not (q_static.has_quorum(left + ms(*strangers)) and
                 q_static.has_quorum(right + ms(*strangers)))
     assert not (q_size.has_quorum(left) and q_size.has_quorum(right))

@@ -1,0 +1,184 @@
+"""The base classes of the causal CRDTs: a dot store plus its causal context, joined as in the
+paper (:class:`_Causal`), and the key-indexed DotMap variant (:class:`_CausalMap`)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from herd.platform.crdt.base import CRDT, SOURCE, Dot, Key, require
+from herd.platform.crdt.causal import CausalContext, _Kind
+from herd.platform.errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class _Spec:
+    """A causal type: its name (``"ORSet"``, ``"ORMap[MVRegister]"``), class, store kind and,
+    for ORMap, the spec of its values."""
+
+    name: str
+    cls: type[_Causal]
+    kind: _Kind[Any]
+    value: _Spec | None = None
+
+
+# ------------------------------------------------------------------------------ causal types
+
+class _Causal(CRDT):
+    """A causal CRDT: a dot store plus the causal context of every dot it has seen.
+
+    Invariant: every dot in the store is in the context. The join is the paper's:
+    a dot survives when both sides have it, or when one side has it and the other has not
+    seen it; a dot one side has seen but no longer holds was removed there.
+    """
+
+    __slots__ = ("_spec", "_store", "_ctx")
+
+    def _init(self, spec: _Spec, store: Any, ctx: CausalContext) -> None:
+        self._journal = None
+        self._spec, self._store, self._ctx = spec, store, ctx
+
+    @staticmethod
+    def _wrap(spec: _Spec, store: Any, ctx: CausalContext) -> Any:
+        """An instance of ``spec`` over ``store`` and ``ctx`` (taken over, not copied)."""
+        state = spec.cls.__new__(spec.cls)
+        state._init(spec, store, ctx)
+        return state
+
+    def _delta(self, store: Any, dots: Iterable[Dot]) -> Any:
+        """A delta of this type: ``store`` with the exact causal context ``dots``."""
+        return self._wrap(self._spec, store, CausalContext._of(dots))
+
+    @classmethod
+    @abstractmethod
+    def _read(cls, spec: _Spec, store: Any) -> Any:
+        """``value()`` of a store of this type (also used for values nested in an ORMap)."""
+
+    def value(self) -> Any:
+        return self._read(self._spec, self._store)
+
+    def merge(self, other: Any) -> Any:
+        self._check_mergeable(other)
+        self._store = self._spec.kind.join(self._store, self._ctx, other._store, other._ctx)
+        self._ctx.merge(other._ctx)
+        return self
+
+    def copy(self) -> Any:
+        return self._wrap(self._spec, self._spec.kind.copy(self._store), self._ctx.copy())
+
+    def _check_mergeable(self, other: Any) -> None:
+        super()._check_mergeable(other)
+        if other._spec.name != self._spec.name:
+            raise ConfigError(f"cannot merge {self._spec.name} with {other._spec.name}",
+                              source=SOURCE, field="other", value=other._spec.name)
+
+    def _state(self) -> Any:
+        return self._spec.name, self._store, self._ctx
+
+    def _encode(self) -> dict[str, Any]:
+        return {"context": self._ctx.to_dict(), "store": self._spec.kind.encode(self._store)}
+
+    @classmethod
+    def _decode(cls, data: Mapping[str, Any]) -> Any:
+        from herd.platform.crdt import _spec  # it names the concrete types, defined there
+        return cls._decode_spec(_spec(cls.TYPE), data)
+
+    @classmethod
+    def _decode_spec(cls, spec: _Spec, data: Mapping[str, Any]) -> Any:
+        ctx = CausalContext.from_dict(require(data, "context"))
+        store = spec.kind.decode(require(data, "store"), "store")
+        seen: set[Dot] = set()
+        for dot in spec.kind.dots(store):
+            if dot in seen or not ctx.covers(dot):
+                raise ConfigError("dot repeated or not covered by the context", source=SOURCE,
+                                  field="store", value=list(dot))
+            seen.add(dot)
+        return cls._wrap(spec, store, ctx)
+
+
+class _CausalMap(_Causal):
+    """A causal CRDT whose store is a DotMap, joined in place key by key.
+
+    Merging a small delta must cost O(delta), not O(state): the keys to revisit are those in
+    the other store plus those holding a dot the other context has seen. When the other
+    context is small they are found through a dot -> key index (built on first use, then kept
+    up to date); otherwise every key is scanned.
+    """
+
+    __slots__ = ("_index",)
+
+    def _init(self, spec: _Spec, store: Any, ctx: CausalContext) -> None:
+        super()._init(spec, store, ctx)
+        self._index: dict[Dot, Key] | None = None
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def contains(self, key: Key) -> bool:
+        return key in self._store
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._store
+
+    def merge(self, other: Any) -> Any:
+        self._check_mergeable(other)
+        if other is self:
+            return self
+        value_kind = self._spec.kind.value
+        mine, theirs, empty = self._store, other._store, value_kind.empty
+        mine_ctx, their_ctx = self._ctx, other._ctx
+        changes = []
+        for key, nested in theirs.items():
+            current = mine.get(key, empty)
+            joined = value_kind.join(current, mine_ctx, nested, their_ctx)
+            if joined is not current:
+                changes.append((key, joined))
+        for key in self._keys_seen_by(their_ctx, theirs):
+            current = mine[key]
+            joined = value_kind.join(current, mine_ctx, empty, their_ctx)
+            if joined is not current:
+                changes.append((key, joined))
+        for key, joined in changes:
+            self._put(key, joined)
+        mine_ctx.merge(their_ctx)
+        return self
+
+    def _keys_seen_by(self, ctx: CausalContext, skip: Mapping[Key, Any]) -> Iterable[Key]:
+        """Keys of this store, outside ``skip``, that may hold a dot ``ctx`` has seen."""
+        if 4 * ctx.dot_count() < len(self._store):
+            index = self._dot_index()
+            return {key for dot in ctx.dots()
+                    if (key := index.get(dot)) is not None and key not in skip}
+        return [key for key in self._store if key not in skip]
+
+    def _dot_index(self) -> dict[Dot, Key]:
+        if self._index is None:
+            dots = self._spec.kind.value.dots
+            self._index = {dot: key for key, nested in self._store.items()
+                           for dot in dots(nested)}
+        return self._index
+
+    def _put(self, key: Key, nested: Any) -> None:
+        """Set ``key``'s store (bottom deletes the key), keeping the dot index current."""
+        if self._index is not None:
+            value_kind = self._spec.kind.value
+            dots = value_kind.dots
+            for dot in dots(self._store.get(key, value_kind.empty)):
+                self._index.pop(dot, None)
+            for dot in dots(nested):
+                self._index[dot] = key
+        if nested:
+            self._store[key] = nested
+        else:
+            self._store.pop(key, None)
+
+    def _remove_delta(self, keys: Iterable[Key]) -> Any:
+        """The delta removing ``keys`` as observed here: no store, their dots as context."""
+        dots = self._spec.kind.value.dots
+        return self._delta({}, [d for k in keys if k in self._store for d in dots(self._store[k])])
+
+    def clear(self) -> Any:
+        """Remove every observed key/element; concurrent additions survive."""
+        return self._commit(self._remove_delta(list(self._store)))

@@ -1,0 +1,197 @@
+"""Starting, watching and stopping one herd child on Ray (run inside a supervisor's event loop).
+
+A started child is an :class:`Incarnation`: its actor handle, what it reported when ready, and two
+futures fed by the child's monitor call (``herd.platform.monitor``):
+
+* ``reported``: the exit reason as soon as the child gives one (``exit()``, or its stop method
+  after the ``terminate`` hook), or ``"killed"`` when Ray fails the call because the process died;
+* ``exited``: the same reason once the process is gone. A child that gave a reason is still
+  running: it is asked to exit gracefully (Ray's ``__ray_terminate__``, which lets the call that
+  asked to exit and every watcher's monitor call answer first) and killed if it has not gone
+  within ``EXIT_GRACE_S``. Like an Erlang process after its ``'EXIT'``, an incarnation is only
+  replaced once it is gone.
+
+``shutdown`` is OTP's shutdown protocol: ``brutal_kill`` kills at once; milliseconds (or
+``infinity``, bounded by ``INFINITY_GUARD_S``) first call the child's stop method, which runs its
+``terminate`` hook, and kill it if it has not given its reason in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from herd.platform.logging import get_logger
+from herd.platform.monitor import MONITOR_METHOD
+from herd.supervisors.errors import StartChildError
+from herd.supervisors.otp.exit import KILLED, SHUTDOWN
+from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, make_child_class
+from herd.supervisors.otp.spec import ChildSpec
+
+__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "shutdown", "spawn",
+           "start_worker", "watch"]
+
+log = get_logger("herd.supervisors.otp.lifecycle")
+
+#: How long to wait for Ray to confirm the death of a killed child before giving up waiting.
+KILL_CONFIRM_S = 10.0
+#: How long a child that gave its exit reason may take to exit gracefully before it is killed.
+EXIT_GRACE_S = 1.0
+#: Pause before re-issuing a monitor call that failed with ``ActorUnavailableError``.
+UNAVAILABLE_RETRY_S = 0.1
+_MAX_ERROR_CHARS = 600
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+@dataclass(eq=False)
+class Incarnation:
+    """One run of a child: a new one (new handle) after every restart."""
+
+    handle: ActorHandle
+    info: dict[str, Any]
+    reported: asyncio.Future[str]
+    """The exit reason, as soon as the child gives it (its process may still be running)."""
+    exited: asyncio.Future[str]
+    """The exit reason, once the child's process is gone."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.info.get("pid")
+
+    @property
+    def node_id(self) -> str | None:
+        return self.info.get("node_id")
+
+
+def child_options(spec: ChildSpec) -> dict[str, Any]:
+    """Ray options of a child: the spec's ``options`` plus herd's (no Ray restarts, no retries)."""
+    return {**spec.options, "max_restarts": 0, "max_task_retries": 0}
+
+
+async def start_worker(spec: ChildSpec) -> Incarnation:
+    """Create the actor of a worker child and wait until its constructor has returned.
+
+    Raises ``StartChildError`` (and leaves nothing running) when the constructor raises or the
+    child is not up within ``spec.start_timeout`` (e.g. no node satisfies its options)."""
+    actor_cls = make_child_class(spec.actor)
+    handle = actor_cls.options(**child_options(spec)).remote(*spec.args, **spec.kwargs)
+    return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(), spec.start_timeout)
+
+
+async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any,
+                timeout_s: float) -> Incarnation:
+    """Watch a freshly created herd child: wait for ``ready_ref`` (its ready/init call) and
+    start the monitor. Kills the actor and raises ``StartChildError`` if it does not come up."""
+    monitor_ref = getattr(handle, MONITOR_METHOD).remote()
+    try:
+        info = await asyncio.wait_for(_await(ready_ref), timeout_s)
+    except (asyncio.TimeoutError, RayActorError, RayTaskError) as exc:
+        ray.kill(handle, no_restart=True)
+        spawn(_drain(monitor_ref))
+        if isinstance(exc, asyncio.TimeoutError):
+            why = (f"did not start within {timeout_s:.1f} s (no node satisfies its options, or "
+                   f"its constructor is slow)")
+        else:  # the constructor raised, or a nested supervisor's own start failed
+            cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
+            why = f"failed to start: {_short(cause)}"
+        raise StartChildError(f"child {child_id!r} {why}") from None
+    loop = asyncio.get_running_loop()
+    incarnation = Incarnation(handle=handle, info=dict(info or {}),
+                              reported=loop.create_future(), exited=loop.create_future())
+    spawn(watch(incarnation, monitor_ref))
+    return incarnation
+
+
+async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
+    """Resolve ``reported`` with the child's exit reason, end its process, resolve ``exited``."""
+    while True:
+        try:
+            reason = await _await(monitor_ref)
+            break
+        except ActorUnavailableError:  # not known dead yet (e.g. its node is unreachable)
+            await asyncio.sleep(UNAVAILABLE_RETRY_S)
+            monitor_ref = getattr(incarnation.handle, MONITOR_METHOD).remote()
+        except ActorDiedError:
+            reason = KILLED
+            break
+        except RayActorError as exc:
+            reason = f"error: {_short(exc)}"
+            break
+    _resolve(incarnation.reported, reason)
+    if reason != KILLED:
+        await _end_process(incarnation.handle)
+    _resolve(incarnation.exited, reason)
+
+
+async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUTDOWN) -> str:
+    """Stop a child per ``spec.shutdown`` and return its exit reason once its process is gone
+    (``reason`` when it stopped in time, ``"killed"`` when it had to be killed)."""
+    if not incarnation.reported.done():
+        if spec.shutdown != "brutal_kill":
+            spawn(_drain(getattr(incarnation.handle, STOP_METHOD).remote(reason)))
+            try:
+                await asyncio.wait_for(asyncio.shield(incarnation.reported),
+                                       spec.shutdown_deadline_s())
+            except asyncio.TimeoutError:
+                log.warning("shutdown_timeout", child_id=spec.id, shutdown=spec.shutdown)
+        if not incarnation.reported.done():
+            ray.kill(incarnation.handle, no_restart=True)
+    try:
+        return await asyncio.wait_for(asyncio.shield(incarnation.exited),
+                                      EXIT_GRACE_S + KILL_CONFIRM_S)
+    except asyncio.TimeoutError:
+        log.warning("exit_not_confirmed", child_id=spec.id)
+        return incarnation.reported.result() if incarnation.reported.done() else KILLED
+
+
+async def _end_process(handle: ActorHandle) -> None:
+    """End a child that gave its exit reason: gracefully (queued calls and monitor replies go
+    out first), then by force after ``EXIT_GRACE_S``; return once Ray reports it gone."""
+    terminated = handle.__ray_terminate__.remote()
+    try:
+        await asyncio.wait_for(_await(terminated), EXIT_GRACE_S)
+    except ActorDiedError:
+        return
+    except (asyncio.TimeoutError, RayActorError):
+        pass
+    ray.kill(handle, no_restart=True)
+    with contextlib.suppress(RayActorError, asyncio.TimeoutError):
+        await asyncio.wait_for(_await(terminated), KILL_CONFIRM_S)
+
+
+def _resolve(future: asyncio.Future[str], reason: str) -> None:
+    if not future.done():
+        future.set_result(reason)
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coro`` as a background task of the running loop, holding a reference to it until
+    it is done (the loop itself keeps only weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+async def _drain(ref: Any) -> None:
+    """Collect a call's result so Ray does not report an unhandled error for it."""
+    with contextlib.suppress(RayActorError):
+        await ref
+
+
+def _short(exc: BaseException) -> str:
+    """An error on one line, keeping its end (where Ray puts the user's exception)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= _MAX_ERROR_CHARS else "..." + text[-(_MAX_ERROR_CHARS - 3):]
