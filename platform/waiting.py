@@ -23,3 +23,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
         if time.monotonic() >= deadline:
             raise HerdTimeoutError(f"{what} not reached within {timeout:.1f} s")
         time.sleep(interval)
+
+
+def deadline_in(timeout: float) -> float:
+    """The ``time.monotonic()`` instant ``timeout`` seconds from now."""
+    return time.monotonic() + timeout
+
+
+def time_left(deadline: float) -> float:
+    """Seconds left until ``deadline`` (a ``time.monotonic()`` instant), with a tiny positive
+    floor: a call given it still runs and raises its own timeout instead of a ``ValueError``."""
+    return max(deadline - time.monotonic(), 0.001)

@@ -28,6 +28,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 
 from herd.platform import rpc
+from herd.platform.waiting import time_left
 from herd.registry import models
 from herd.registry.client import Registry
 from herd.registry.errors import KeyModeError, NotRegistered
@@ -56,9 +57,9 @@ class Via:
     def _resolve(self, deadline: float) -> ActorHandle:
         """The current holder's handle, waiting for one until the deadline."""
         registry = self._registry()
-        handle = registry.lookup(self._key, timeout=_left(deadline))
+        handle = registry.lookup(self._key, timeout=time_left(deadline))
         if handle is None:
-            handle = registry.wait_for(self._key, timeout=_left(deadline)).handle
+            handle = registry.wait_for(self._key, timeout=time_left(deadline)).handle
         return handle
 
     def _registry(self) -> Registry:
@@ -87,20 +88,20 @@ class ViaMethod:
         what = f"{target!r}.{self._method}"
         try:
             return rpc.get(getattr(handle, self._method).remote(*args, **kwargs),
-                           timeout=_left(deadline), what=what)
+                           timeout=time_left(deadline), what=what)
         except ActorDiedError:
             successor = self._successor(handle, deadline)
         except ActorUnavailableError:
             successor = self._successor_or_revived(handle, deadline)
         return rpc.get(getattr(successor, self._method).remote(*args, **kwargs),
-                       timeout=_left(deadline), what=what)
+                       timeout=time_left(deadline), what=what)
 
     def _successor(self, handle: ActorHandle, deadline: float) -> ActorHandle:
         """The next holder after ``handle`` died, waiting for it until the deadline."""
         registry = self._target._registry()
         registry._invalidate(self._target._key, handle)
         return registry.wait_for(self._target._key, exclude=handle,
-                                 timeout=_left(deadline)).handle
+                                 timeout=time_left(deadline)).handle
 
     def _successor_or_revived(self, handle: ActorHandle, deadline: float) -> ActorHandle:
         """After ``handle`` stopped answering: a different holder once one is registered, or
@@ -108,15 +109,15 @@ class ViaMethod:
         registry = self._target._registry()
         registry._invalidate(self._target._key, handle)
         while True:
-            slice_s = min(UNAVAILABLE_PROBE_S, _left(deadline))
+            slice_s = min(UNAVAILABLE_PROBE_S, time_left(deadline))
             try:
                 return registry.wait_for(self._target._key, exclude=handle,
                                          timeout=slice_s).handle
             except NotRegistered:
-                if _left(deadline) <= slice_s:
+                if time_left(deadline) <= slice_s:
                     raise
             try:
-                ray.get(handle.__ray_ready__.remote(), timeout=min(slice_s, _left(deadline)))
+                ray.get(handle.__ray_ready__.remote(), timeout=min(slice_s, time_left(deadline)))
                 return handle
             except ActorDiedError:
                 return self._successor(handle, deadline)
@@ -128,7 +129,3 @@ def via(key: str, registry: str = "default", timeout: float | None = None) -> Vi
     """A proxy for the holder of ``key`` in the unique registry ``registry``."""
     return Via(key, registry, timeout)
 
-
-def _left(deadline: float) -> float:
-    """Time left until ``deadline`` (a tiny positive floor: the callee raises the timeout)."""
-    return max(deadline - time.monotonic(), 0.001)

@@ -31,6 +31,7 @@ from herd.platform.control_plane import require_ray
 from herd.platform.errors import HerdError, HerdTimeoutError, NoQuorum
 from herd.platform.logging import get_logger
 from herd.platform.membership import Membership, NodeInfo
+from herd.platform.waiting import time_left
 from herd.registry import Registration, Registry
 from herd.registry.errors import EpochConflict, NotRegistered
 from herd.supervisors.dynamic import records
@@ -151,14 +152,14 @@ class DynamicSupervisor:
                                   start_by=time.time() + wait_s)
         try:
             reg = self.registry.compare_and_set(child.id, 0, meta=meta, on_holder_death="clear",
-                                                timeout=_left(deadline))
+                                                timeout=time_left(deadline))
         except EpochConflict:
             raise ChildAlreadyStarted(child.id) from None
         records.save_spec(self.name, child)
         log.info("child_placed", supervisor=self.name, child_id=child.id, node_id=owner[:12])
         try:
             return rpc.get(self._member(owner).start_owned.remote(reg, child),
-                           timeout=_left(deadline), what=f"start_child {child.id!r}")
+                           timeout=time_left(deadline), what=f"start_child {child.id!r}")
         except RayTaskError as exc:
             raise _cause(exc) from None
         except RayActorError:  # the owner's node died meanwhile: a survivor fails it over
@@ -261,7 +262,7 @@ class DynamicSupervisor:
         self.config = config
         self._poke_members()
         while True:
-            current = {r.key: r for r in self._records(_left(deadline))}
+            current = {r.key: r for r in self._records(time_left(deadline))}
             left = sorted(key for key in moving if key in current and (
                 current[key].meta["owner"] == node_id or current[key].handle is None))
             if not left:
@@ -334,7 +335,7 @@ class DynamicSupervisor:
     def _await_running(self, child_id: str, deadline: float) -> DynamicChildInfo:
         """The child once a member runs it (after its first owner died while starting it)."""
         try:
-            reg = self.registry.wait_for(child_id, timeout=_left(deadline))
+            reg = self.registry.wait_for(child_id, timeout=time_left(deadline))
         except NotRegistered:
             raise StartChildError(f"child {child_id!r} did not start in time: its node died "
                                   f"and no survivor started it") from None
@@ -361,9 +362,6 @@ class DynamicSupervisor:
         for node in self._eligible_nodes(include_draining=True):
             self._member(node.node_id).reconcile_now.remote()
 
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.001)
 
 
 def _cause(exc: RayTaskError) -> HerdError:

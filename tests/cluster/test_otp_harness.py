@@ -15,9 +15,10 @@ import pytest
 import ray
 from ray import cloudpickle
 
+from herd.platform import rpc
 from herd.platform.control_plane import get_named
 from herd.platform.errors import ConfigError, HerdError
-from herd.platform.local import processes, rpc
+from herd.platform.local import processes
 from herd.platform.monitor import MONITOR_METHOD, is_monitorable
 from herd.platform.waiting import wait_until
 from herd.registry import Registry, via
