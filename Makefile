@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and installs
 # the project (with its test extra) on first use, then runs inside a private network namespace.
+# `make check` runs the static checks (ruff, mypy, the layering contract); it needs no cluster.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.herd-installed
 NETNS := scripts/netns-run
 PYTEST_ARGS ?=
 
-.PHONY: install test test-unit demo bench clean
+.PHONY: install check lint typecheck layering test test-unit demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# all three run, so one report shows every problem; the target fails if any of them failed
+check: $(STAMP)
+	@status=0; \
+	for step in lint typecheck layering; do $(MAKE) --no-print-directory $$step || status=1; done; \
+	exit $$status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(PY) scripts/typecheck.py
+
+layering: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layering.py
 
 test: $(STAMP)
 	$(NETNS) $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS) tests

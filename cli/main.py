@@ -13,10 +13,18 @@ from herd.platform.logging import configure
 
 
 @click.group()
-@click.option("--log-level", default=None, help="structlog level (default INFO, or HERD_LOG_LEVEL)")
-def main(log_level: str | None) -> None:
+@click.option("-v", "--verbose", count=True,
+              help="show herd's log events on stderr: -v from INFO, -vv from DEBUG")
+@click.option("--log-level", default=None,
+              help="lowest level of herd's log events shown on stderr (default WARNING, "
+                   "or HERD_LOG_LEVEL); every event from INFO also goes to the log file")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_level: str | None) -> None:
     """herd: OTP- and Horde-style supervision for Python on Ray."""
-    configure(level=log_level or os.environ.get("HERD_LOG_LEVEL", "WARNING"))
+    chosen = log_level or {0: None, 1: "INFO"}.get(verbose, "DEBUG")
+    level = (chosen or os.environ.get("HERD_LOG_LEVEL") or "WARNING").upper()
+    ctx.obj = {"stderr_level": level}
+    configure(level=level, json=os.environ.get("HERD_LOG_JSON") == "1")
 
 
 main.add_command(cluster)

@@ -40,7 +40,8 @@ from typing import Any, Literal, NoReturn
 
 from herd.platform.errors import ClockSkewError, ConfigError
 
-__all__ = ["Ordering", "VectorClock", "HLCTimestamp", "HybridLogicalClock", "happened_before"]
+__all__ = ["Ordering", "VectorClock", "HLCTimestamp", "HybridLogicalClock", "happened_before",
+           "ClockSkewError"]
 
 Ordering = Literal["before", "after", "equal", "concurrent"]
 

@@ -12,22 +12,23 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from herd.platform.errors import ClusterError, NotConnectedError
+from herd.platform.gcs import nodes
 
 HERD_NAMESPACE = "herd"
-HEAD_RESOURCE = "node:__internal_head__"
 
 
 def require_ray() -> None:
     if not ray.is_initialized():
-        raise NotConnectedError("Ray is not initialised: call herd.platform.cluster.connect() first")
+        raise NotConnectedError("Ray is not initialised: call herd.platform.cluster.connect() "
+                                "first")
 
 
 def head_node_id() -> str:
     """Node id (hex) of the cluster's head node."""
     require_ray()
-    for node in ray.nodes():
-        if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}):
-            return node["NodeID"]
+    for node in nodes():
+        if node.alive and node.is_head:
+            return node.node_id
     raise ClusterError("no live head node found in the GCS node table")
 
 

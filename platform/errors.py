@@ -30,6 +30,11 @@ class ClusterError(HerdError):
     """A Ray cluster could not be started, reached or stopped."""
 
 
+class ClusterUnavailable(ClusterError):
+    """No cluster answered at an address within the connect timeout (nothing listening, a dead
+    or hung GCS, another network namespace). The message names the address and what was tried."""
+
+
 class HerdTimeoutError(HerdError, TimeoutError):
     """A remote call or a wait passed its deadline."""
 

@@ -1,4 +1,10 @@
-"""structlog set-up for herd: console renderer on a TTY, JSON lines otherwise.
+"""structlog set-up for herd.
+
+One sink by default: stderr, console renderer on a TTY, JSON lines otherwise (actors log this way;
+Ray keeps their stderr in the worker log files). With ``file=``, two sinks (the CLI): every event
+at ``level`` or above goes to the file as a JSON line, and events at ``stderr_level`` or above
+(WARNING by default) also go to ``stream`` through structlog's console renderer, so a person reads
+short lines and no JSON.
 
 Context (``node_id``, ``actor``, ``supervisor``, ``child_id``, ``epoch``) is carried in structlog
 context vars, so every event logged inside ``bound(...)`` carries it.
@@ -10,48 +16,124 @@ import contextlib
 import logging as std_logging
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, cast
 
 import structlog
 
 CONTEXT_KEYS = ("node_id", "actor", "supervisor", "child_id", "epoch")
 
 _configured = False
+_log_file: TextIO | None = None
 
 
-def configure(level: str | None = None, json: bool | None = None) -> None:
-    """Configure structlog once per process. ``HERD_LOG_LEVEL`` and ``HERD_LOG_JSON`` override."""
-    global _configured
-    level_name = (level or os.environ.get("HERD_LOG_LEVEL", "INFO")).upper()
-    if json is None:
-        env = os.environ.get("HERD_LOG_JSON")
-        json = env == "1" if env is not None else not sys.stderr.isatty()
-    renderer: Any = (structlog.processors.JSONRenderer() if json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+def level_number(name: str | None, default: int = std_logging.INFO) -> int:
+    """``"warning"`` -> 30; unknown or empty names give ``default``."""
+    number = std_logging.getLevelName((name or "").upper())
+    return number if isinstance(number, int) else default
+
+
+class _TwoSinks:
+    """Last processor of the two-sink set-up: writes the event to the file (JSON) and, from
+    ``stream_level``, to the stream (console renderer); then drops it."""
+
+    def __init__(self, file: TextIO, file_level: int, stream: TextIO, stream_level: int,
+                 stream_json: bool) -> None:
+        self.file, self.file_level = file, file_level
+        self.stream, self.stream_level = stream, stream_level
+        self.to_json = structlog.processors.JSONRenderer()
+        self.to_stream: Any = (self.to_json if stream_json else
+                               structlog.dev.ConsoleRenderer(colors=_isatty(stream)))
+
+    def __call__(self, logger: Any, method: str,
+                 event_dict: MutableMapping[str, Any]) -> NoReturn:
+        number = level_number(str(event_dict.get("level", method)))
+        if number >= self.file_level:
+            self.file.write(self.to_json(logger, method, dict(event_dict)) + "\n")
+            self.file.flush()
+        if number >= self.stream_level:
+            shown = {k: v for k, v in event_dict.items() if k != "timestamp"}
+            self.stream.write(self.to_stream(logger, method, shown) + "\n")
+            self.stream.flush()
+        raise structlog.DropEvent
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure(level: str | None = None, json: bool | None = None, file: Path | None = None,
+              stderr_level: str | None = None, stream: TextIO | None = None) -> None:
+    """Configure structlog for this process (again, when called again).
+
+    ``level`` (else ``HERD_LOG_LEVEL``, else INFO) is the lowest level kept. ``json`` (else
+    ``HERD_LOG_JSON=1``, else "stderr is not a TTY") picks JSON lines for ``stream`` (default
+    ``sys.stderr``). With ``file``, events also go there as JSON lines and ``stream`` only
+    shows ``stderr_level`` (default WARNING) and above, through the console renderer unless
+    ``HERD_LOG_JSON=1``.
+    """
+    global _configured, _log_file
+    stream = stream or sys.stderr
+    keep = level_number(level or os.environ.get("HERD_LOG_LEVEL"))
+    env_json = os.environ.get("HERD_LOG_JSON")
+    common: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    if _log_file is not None:
+        _log_file.close()
+        _log_file = None
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        _log_file = open(file, "a", buffering=1)  # noqa: SIM115 - lives until reconfigured
+        show = level_number(stderr_level, std_logging.WARNING)
+        final: Any = _TwoSinks(_log_file, keep, stream, show, stream_json=env_json == "1")
+        lowest = min(keep, show)
+    else:
+        if json is None:
+            json = env_json == "1" if env_json is not None else not _isatty(stream)
+        final = (structlog.processors.JSONRenderer() if json
+                 else structlog.dev.ConsoleRenderer(colors=_isatty(stream)))
+        lowest = keep
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            std_logging.getLevelName(level_name) if isinstance(
-                std_logging.getLevelName(level_name), int) else std_logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[*common, final],
+        wrapper_class=structlog.make_filtering_bound_logger(lowest),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     _configured = True
 
 
 def get_logger(name: str, **initial: Any) -> structlog.typing.FilteringBoundLogger:
-    """A logger named ``name``; configures structlog on first use."""
+    """A logger named ``name``; configures structlog on first use. The logger is lazy: each
+    call uses the configuration in force then, so loggers made at import time follow a later
+    ``configure`` (the CLI configures after importing everything)."""
     if not _configured:
         configure()
-    return structlog.get_logger(name).bind(logger=name, **initial)
+    return cast(structlog.typing.FilteringBoundLogger, _LazyLogger({"logger": name, **initial}))
+
+
+class _LazyLogger:
+    """A bound logger made afresh from the current configuration for every call."""
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **values: Any) -> _LazyLogger:
+        return _LazyLogger({**self._context, **values})
+
+    def new(self, **values: Any) -> _LazyLogger:
+        return _LazyLogger({"logger": self._context.get("logger"), **values})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(structlog.get_logger().bind(**self._context), name)
 
 
 def bind_context(**values: Any) -> None:

@@ -1,11 +1,16 @@
 """herd's global registry: cluster-unique names on Ray, with fencing epochs and cached lookups.
 
-    from herd.registry import Registry, via
+    from herd.registry import AsyncRegistry, Registry, via
 
     reg = Registry.start("default")                  # or keys="duplicate", shards=N
     reg.register("counter-1", handle, meta={"role": "primary"})
     reg.lookup("counter-1")                          # a dict read after the first lookup
     ray.get(via("counter-1").incr.remote())
+    reg.unregister("counter-1", handle)              # the caller's own; reg.remove(key): anyone's
+
+    # in an asyncio actor: the same operations as coroutines (or reg.aio of a Registry)
+    registry = await AsyncRegistry.start("default")
+    await registry.compare_and_set("child-1", 0, meta={"owner": node_id})
 
 * One control-plane actor per shard (``herd.registry.actor``) is the linearizable arbiter; its
   state is written through to the GCS KV store and survives its restart.
@@ -18,31 +23,47 @@
   ``subscribe`` pushes them to actors.
 """
 
+from herd.registry.aio import AsyncRegistry
 from herd.registry.client import Registry
-from herd.registry.errors import HolderDead, KeyModeError, RegistryInputError
+from herd.registry.errors import (
+    AlreadyRegistered,
+    EpochConflict,
+    HolderDead,
+    KeyModeError,
+    NotRegistered,
+    RegistryError,
+    RegistryInputError,
+    UnknownRegistry,
+)
 from herd.registry.records import (
-                                   Event,
-                                   EventBatch,
-                                   Registered,
-                                   Registration,
-                                   Snapshot,
-                                   Unregistered,
-                                   Updated,
+    Event,
+    EventBatch,
+    Registered,
+    Registration,
+    Snapshot,
+    Unregistered,
+    Updated,
 )
 from herd.registry.via import Via, via
 from herd.registry.watch import Watch
 
 __all__ = [
+    "AlreadyRegistered",
+    "AsyncRegistry",
+    "EpochConflict",
     "Event",
     "EventBatch",
     "HolderDead",
     "KeyModeError",
+    "NotRegistered",
     "Registered",
     "Registration",
     "Registry",
+    "RegistryError",
     "RegistryInputError",
     "Snapshot",
     "Unregistered",
+    "UnknownRegistry",
     "Updated",
     "Via",
     "Watch",

@@ -72,7 +72,8 @@ class RegistryActor:
                                                      on_holder_death, op, time.time()))
 
     async def unregister(self, key: str, holder_id: str | None,
-                         epoch: int | None) -> None | Rejection:
+                         epoch: int | None) -> int | Rejection:
+        """Remove the key's records of ``holder_id`` (all when None); the number removed."""
         return self._apply(self._state.plan_unregister(key, holder_id, epoch))
 
     async def compare_and_set(self, key: str, expected: int, changes: dict[str, Any],

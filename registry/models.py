@@ -44,9 +44,11 @@ def _key_size(key: str) -> str:
 
 
 Key = Annotated[StrictStr, AfterValidator(_key_size)]
-RegistryName = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+RegistryName = Annotated[StrictStr,
+                         Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Prefix = Annotated[StrictStr, Field(max_length=MAX_KEY_BYTES)]
-MethodName = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+MethodName = Annotated[StrictStr,
+                       Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class RegistryOptions(BaseModel):
@@ -121,7 +123,8 @@ def check_meta(meta: Any, field: str = "meta") -> dict[str, Any]:
     try:
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise RegistryInputError(f"is not JSON-serialisable: {exc}", field=field, value=meta) from None
+        raise RegistryInputError(f"is not JSON-serialisable: {exc}", field=field,
+                                 value=meta) from None
     size = len(text.encode("utf-8"))
     if size > MAX_META_BYTES:
         raise RegistryInputError(f"is {size} bytes as JSON, at most {MAX_META_BYTES} allowed",

@@ -7,7 +7,7 @@ normalised by a JSON round trip when it was written; treat it as read-only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 KeyMode = Literal["unique", "duplicate"]
 OnHolderDeath = Literal["remove", "clear"]
@@ -81,7 +81,7 @@ class Updated:
         return self.registration.key
 
 
-Event = Union[Registered, Unregistered, Updated]
+Event = Registered | Unregistered | Updated
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ class RegistryState:
         return sorted(found, key=lambda r: (r.key, r.entry_id))
 
     def keys_of(self, holder_id: str) -> list[str]:
-        return sorted({self._entries[i].registration.key for i in self._by_holder.get(holder_id, ())})
+        ids = self._by_holder.get(holder_id, ())
+        return sorted({self._entries[i].registration.key for i in ids})
 
     def count(self) -> int:
         return len(self._entries)
@@ -134,6 +135,8 @@ class RegistryState:
 
     def plan_unregister(self, key: str, holder_id: str | None = None,
                         epoch: int | None = None) -> Change | Rejection:
+        """Remove the key's records held by ``holder_id`` (every record when None); the
+        change's result is the number removed."""
         current = self.registrations(key)
         if epoch is not None:
             actual = current[0].epoch if current else None
@@ -227,7 +230,8 @@ class RegistryState:
     def _removal(self, regs: list[Registration], reason: str) -> Change:
         events = tuple(Unregistered(seq, self.shard, reg, reason)
                        for seq, reg in enumerate(regs, start=self.counter + 1))
-        return Change(self.counter + len(regs), deletes=tuple(regs), events=events)
+        return Change(self.counter + len(regs), deletes=tuple(regs), events=events,
+                      result=len(regs))
 
     def _index(self, entry: Entry) -> None:
         """Add or replace a record (a replaced record keeps its place among its key's)."""

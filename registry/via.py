@@ -3,11 +3,16 @@
     ref = via("counter-1").incr.remote(1)     # resolve (cached) and submit; returns an ObjectRef
     value = via("counter-1").incr.call(1)     # resolve, wait for the result, retry once
 
-Both resolve through the registry's per-process cache; if the key has no holder they wait for
-one until the via's ``timeout`` (default 10 s) and then raise ``NotRegistered(key)``.
+Both resolve through the registry's per-process cache. They differ in waiting, as Ray's
+``.remote()`` never waits:
 
-``.remote()`` submits exactly once and returns the ObjectRef (an ObjectRef cannot be retried
-after it is handed out). ``.call()`` waits for the result; if the call fails with
+* ``.remote()`` does not wait for a holder: if the key has none now it raises
+  ``NotRegistered(key)`` at once (a cache hit costs no remote call; a miss costs one lookup).
+  It submits exactly once and returns the ObjectRef (an ObjectRef cannot be retried after it
+  is handed out).
+* ``.call()`` waits for a holder, then for the result, all within the via's ``timeout``
+  (default 10 s), and raises ``NotRegistered(key)`` if no holder appears in time. If the call
+  fails with
 ``ActorDiedError`` because the holder died, it waits (within the timeout) for a *different*
 holder to be registered -- e.g. the replacement a supervisor starts -- and calls that one once.
 If it fails with ``ActorUnavailableError`` (the holder's node or process stopped answering, and
@@ -31,6 +36,7 @@ from herd.platform import rpc
 from herd.platform.waiting import time_left
 from herd.registry import models
 from herd.registry.client import Registry
+from herd.registry.connection import named
 from herd.registry.errors import KeyModeError, NotRegistered
 
 DEFAULT_VIA_TIMEOUT_S = 10.0
@@ -54,6 +60,13 @@ class Via:
     def __repr__(self) -> str:
         return f"via({self._key!r}, registry={self._registry_name!r})"
 
+    def _holder(self, deadline: float) -> ActorHandle:
+        """The current holder's handle; ``NotRegistered`` at once if there is none."""
+        handle = self._registry().lookup(self._key, timeout=time_left(deadline))
+        if handle is None:
+            raise NotRegistered(self._key, "no holder now (.call() waits for one)")
+        return handle
+
     def _resolve(self, deadline: float) -> ActorHandle:
         """The current holder's handle, waiting for one until the deadline."""
         registry = self._registry()
@@ -61,6 +74,10 @@ class Via:
         if handle is None:
             handle = registry.wait_for(self._key, timeout=time_left(deadline)).handle
         return handle
+
+    def _forget(self, handle: ActorHandle) -> None:
+        """Drop a cached record naming ``handle``: the caller saw it dead or unresponsive."""
+        named(self._registry_name).invalidate(self._key, handle)
 
     def _registry(self) -> Registry:
         registry = Registry.get(self._registry_name)
@@ -76,12 +93,14 @@ class ViaMethod:
         self._method = method
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit to the current holder once; returns the ObjectRef."""
+        """Submit to the current holder once and return the ObjectRef, without waiting:
+        ``NotRegistered`` at once if the key has no holder now (use ``.call()`` to wait)."""
         deadline = time.monotonic() + self._target._timeout
-        return getattr(self._target._resolve(deadline), self._method).remote(*args, **kwargs)
+        return getattr(self._target._holder(deadline), self._method).remote(*args, **kwargs)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit, wait for the result, and on holder death retry once on the next holder."""
+        """Wait (within the via's timeout) for a holder, submit, wait for the result, and on
+        holder death retry once on the next holder; ``NotRegistered`` if no holder appears."""
         target = self._target
         deadline = time.monotonic() + target._timeout
         handle = target._resolve(deadline)
@@ -98,16 +117,15 @@ class ViaMethod:
 
     def _successor(self, handle: ActorHandle, deadline: float) -> ActorHandle:
         """The next holder after ``handle`` died, waiting for it until the deadline."""
-        registry = self._target._registry()
-        registry._invalidate(self._target._key, handle)
-        return registry.wait_for(self._target._key, exclude=handle,
+        self._target._forget(handle)
+        return self._target._registry().wait_for(self._target._key, exclude=handle,
                                  timeout=time_left(deadline)).handle
 
     def _successor_or_revived(self, handle: ActorHandle, deadline: float) -> ActorHandle:
         """After ``handle`` stopped answering: a different holder once one is registered, or
         ``handle`` itself if it answers a probe again (a transient outage)."""
         registry = self._target._registry()
-        registry._invalidate(self._target._key, handle)
+        self._target._forget(handle)
         while True:
             slice_s = min(UNAVAILABLE_PROBE_S, time_left(deadline))
             try:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.platform.errors import HerdTimeoutError
+from herd.registry.connection import Connection
 from herd.registry.records import (
     Event,
     EventBatch,
@@ -32,9 +33,6 @@ from herd.registry.records import (
     Updated,
 )
 
-if TYPE_CHECKING:
-    from herd.registry.client import Registry
-
 POLL_WAIT_S = 10.0
 GRACE_S = 5.0
 BACKOFF_S = 0.1
@@ -42,16 +40,20 @@ ITER_POLL_S = 1.0
 
 
 class Watch:
-    def __init__(self, registry: Registry, prefix: str, initial: bool, deadline: float) -> None:
-        self._registry = registry
+    """Built by ``Registry.watch`` from a snapshot of every shard (its starting position);
+    ``resnapshot(shard, deadline)`` reads a shard's snapshot again after a reset."""
+
+    def __init__(self, conn: Connection, prefix: str, snapshots: list[Snapshot], initial: bool,
+                 resnapshot: Callable[[int, float], Snapshot]) -> None:
+        self._conn = conn
         self._prefix = prefix
+        self._resnapshot = resnapshot
         self._buffer: deque[Event] = deque()
         self._pending: dict[ray.ObjectRef, tuple[int, float]] = {}
         self._known: list[dict[int, Registration]] = []
         self._since: list[int] = []
         self._closed = False
-        for shard in range(registry.shards):
-            snap: Snapshot = registry._call(shard, "snapshot", prefix, deadline=deadline)
+        for shard, snap in enumerate(snapshots):
             self._known.append({r.entry_id: r for r in snap.registrations})
             self._since.append(snap.seq)
             if initial:
@@ -99,9 +101,9 @@ class Watch:
     # ---------------------------------------------------------------------------- internals
     def _issue(self) -> None:
         waiting = {shard for shard, _ in self._pending.values()}
-        for shard in range(self._registry.shards):
+        for shard in range(self._conn.shards):
             if shard not in waiting:
-                actor = self._registry._actor(shard)
+                actor = self._conn.actor(shard)
                 ref = actor.events_since.remote(self._since[shard], self._prefix, POLL_WAIT_S)
                 self._pending[ref] = (shard, time.monotonic() + POLL_WAIT_S + GRACE_S)
 
@@ -119,7 +121,7 @@ class Watch:
         except RayActorError as exc:  # the registry is restarting: ask again shortly
             time.sleep(BACKOFF_S)
             if isinstance(exc, ActorDiedError):
-                self._registry._actor(shard, refresh=True)
+                self._conn.actor(shard, refresh=True)
             return
         if batch.reset:
             self._resync(shard, deadline)
@@ -134,8 +136,7 @@ class Watch:
         self._since[shard] = batch.seq
 
     def _resync(self, shard: int, deadline: float) -> None:
-        snap: Snapshot = self._registry._call(shard, "snapshot", self._prefix,
-                                              deadline=max(deadline, time.monotonic() + GRACE_S))
+        snap = self._resnapshot(shard, max(deadline, time.monotonic() + GRACE_S))
         old, new = self._known[shard], {r.entry_id: r for r in snap.registrations}
         for entry_id, reg in old.items():
             if entry_id not in new:

@@ -1,10 +1,17 @@
-"""Supervisor errors: ``SupervisorError`` and its subclasses, among them the ``{error, ...}`` replies of
-OTP's ``supervisor`` API (``already_started``, ``already_present``, ``running``, ``restarting``).
+"""Supervisor errors: ``SupervisorError`` and its subclasses, among them the ``{error, ...}``
+replies of OTP's ``supervisor`` API (``already_started``, ``already_present``, ``running``,
+``restarting``).
 
-Each child-state error takes only the child id, so it pickles across Ray calls unchanged.
+Each child-state error takes only the child id, so it pickles across Ray calls unchanged. A
+``StartChildError`` keeps its ``__cause__`` (e.g. the exception a child's constructor raised)
+across Ray calls when that exception pickles; plain pickling would drop it.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from ray import cloudpickle
 
 from herd.platform.errors import HerdError
 
@@ -26,7 +33,16 @@ class SupervisorError(HerdError):
 
 
 class StartChildError(SupervisorError):
-    """A child could not be started (its constructor raised, or it could not be placed)."""
+    """A child could not be started (its constructor raised, its class cannot be imported where
+    it runs, or it could not be placed in time). The message is one line; ``__cause__`` is the
+    original exception where there is one that pickles."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = dict(self.__dict__)
+        if self.__cause__ is not None and _pickles(self.__cause__):
+            state["__cause__"] = self.__cause__
+            state["__suppress_context__"] = True
+        return type(self), self.args, state
 
 
 class PlacementError(StartChildError):
@@ -81,3 +97,11 @@ class ChildRestarting(_ChildStateError):
     (OTP ``{error, restarting}``)."""
 
     what = "is being restarted by its supervisor"
+
+
+def _pickles(exc: BaseException) -> bool:
+    try:
+        cloudpickle.dumps(exc)
+    except Exception:
+        return False
+    return True

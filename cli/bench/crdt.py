@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 from herd.cli.bench.report import BenchReport
 from herd.platform.clocks import HLCTimestamp
-from herd.platform.crdt import AWLWWMap, ORSet
+from herd.platform.crdt import CRDT, AWLWWMap, ORSet
 
 T = TypeVar("T")
+C = TypeVar("C", bound=CRDT)
 
 
 def run(elements: int = 100_000, repeats: int = 5, change: int = 10) -> BenchReport:
@@ -47,13 +48,13 @@ def run(elements: int = 100_000, repeats: int = 5, change: int = 10) -> BenchRep
 
     merged_set = synced_a.copy().merge(synced_b)
     rows.append(_size_row(f"ORSet delta of {change} ops on {len(merged_set)} elements",
-                          merged_set, lambda s, n: s.add("a", _key(elements + half + n)),
+                          merged_set, lambda s, n: s.add(_key(elements + half + n)),
                           lambda s, n: s.remove(_key(n)), change))
     merged_map = map_a.copy().merge(map_b)
     stamp = HLCTimestamp(elements * 3, 0, "a")
     rows.append(_size_row(f"AWLWWMap delta of {change} ops on {len(merged_map)} keys",
                           merged_map,
-                          lambda m, n: m.put("a", _key(n), "changed", stamp),
+                          lambda m, n: m.put(_key(n), "changed", stamp),
                           lambda m, n: m.remove(_key(half + n)), change))
     return BenchReport(
         name="crdt", rows=rows,
@@ -74,27 +75,27 @@ def _orset_pair(elements: int, synced: bool) -> tuple[ORSet, ORSet]:
     """Replica a holds keys [0, elements), b holds [elements/2, elements*3/2); the shared
     [elements/2, elements) is added on a and merged into b, or added on both."""
     half = elements // 2
-    a, b = ORSet(), ORSet()
+    a, b = ORSet("a"), ORSet("b")
     for n in range(half, elements):
-        a.add("a", _key(n))
+        a.add(_key(n))
         if not synced:
-            b.add("b", _key(n))
+            b.add(_key(n))
     if synced:
         b.merge(a)
     for n in range(half):
-        a.add("a", _key(n))
+        a.add(_key(n))
     for n in range(elements, elements + half):
-        b.add("b", _key(n))
+        b.add(_key(n))
     return a, b
 
 
 def _map_pair(elements: int) -> tuple[AWLWWMap, AWLWWMap]:
     """a puts keys [0, elements) at wall n, b puts [elements/2, elements*3/2) at wall n+1."""
-    a, b = AWLWWMap(), AWLWWMap()
+    a, b = AWLWWMap("a"), AWLWWMap("b")
     for n in range(elements):
-        a.put("a", _key(n), n, HLCTimestamp(n, 0, "a"))
+        a.put(_key(n), n, HLCTimestamp(n, 0, "a"))
     for n in range(elements // 2, elements + elements // 2):
-        b.put("b", _key(n), -n, HLCTimestamp(n + 1, 0, "b"))
+        b.put(_key(n), -n, HLCTimestamp(n + 1, 0, "b"))
     return a, b
 
 
@@ -157,10 +158,11 @@ def _lww_update(mine: dict[str, tuple[HLCTimestamp, Any]],
             mine[key] = write
 
 
-def _size_row(case: str, state: T, add: Callable[[T, int], Any],
-              remove: Callable[[T, int], Any], change: int) -> dict[str, Any]:
-    """Bytes of the joined deltas of ``change`` operations against the full state after."""
-    replica = state.copy()  # type: ignore[attr-defined]
+def _size_row(case: str, state: C, add: Callable[[C, int], Any],
+              remove: Callable[[C, int], Any], change: int) -> dict[str, Any]:
+    """Bytes of the joined deltas of ``change`` operations (by replica "a") against the full
+    state after."""
+    replica = state.copy("a")
     delta = type(replica)()
     for n in range(change):
         delta.merge(add(replica, n) if n % 2 == 0 else remove(replica, n))

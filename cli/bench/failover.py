@@ -25,6 +25,7 @@ from ray.exceptions import RayError
 from herd.cli.bench.report import BenchReport, bench_cluster, summary_ms
 from herd.platform.cluster import LocalCluster
 from herd.platform.errors import HerdError, HerdTimeoutError
+from herd.platform.gcs import nodes
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
 from herd.supervisors.dynamic.member import member_handle
@@ -90,7 +91,7 @@ def _herd_round(cluster: LocalCluster, k: int) -> tuple[list[float], float]:
         registry = Registry.start()
 
         def resolve(i: int) -> Any:
-            return registry.lookup(ids[i])
+            return registry.lookup(f"{sup.name}/{ids[i]}")
 
         _probe(resolve, k, time.time(), time.monotonic() + DEADLINE_S)  # all answer now
         _expect_all_on(sup, victim.node_id)  # passive: the join moved nothing
@@ -145,7 +146,7 @@ def _kill_and_probe(cluster: LocalCluster, victim: Any, resolve: Callable[[int],
 
     def watch_ray() -> None:
         while not done.is_set():
-            if any(n["NodeID"] == victim.node_id and not n["Alive"] for n in ray.nodes()):
+            if any(n.node_id == victim.node_id and not n.alive for n in nodes()):
                 detected.append(time.time() - killed_at)
                 return
             time.sleep(0.02)

@@ -3,6 +3,7 @@ subscriber and a driver iterator, next to Ray's own view of the death (``ray.nod
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -11,8 +12,9 @@ import ray
 from herd.cli.bench.report import BenchReport, bench_cluster, summary_ms
 from herd.platform import rpc
 from herd.platform.control_plane import pinned_options
-from herd.platform.membership import Membership, NodeDown
-from herd.platform.waiting import wait_until
+from herd.platform.gcs import nodes
+from herd.platform.membership import Membership, MembershipWatch, NodeDown
+from herd.platform.waiting import deadline_in, time_left, wait_until
 
 
 @ray.remote(num_cpus=0)
@@ -38,18 +40,17 @@ def run(rounds: int = 3) -> BenchReport:
         membership.subscribe(recorder, replay=False)
         for _ in range(rounds):
             victim = cluster.add_node(region="us-west")
-            wait_until(lambda: victim.node_id in {n.node_id for n in membership.nodes()}, 15)
-            since = membership.stats()["seq"]
-            killed = time.time()
-            cluster.kill_node(victim)
-            ray_dead = wait_until(lambda: _ray_sees_dead(victim.node_id), 30, interval=0.01)
-            ray_s.append(ray_dead - killed)
-            for event in membership.events(since=since, timeout=30):
-                if isinstance(event, NodeDown) and event.node_id == victim.node_id:
-                    driver_s.append(time.time() - killed)
-                    break
-            seen = wait_until(lambda: rpc.get(recorder.seen.remote(victim.node_id), timeout=5),
-                              30)
+            wait_until(functools.partial(_member, membership, victim.node_id), 15,
+                       what="the new node in membership")
+            with membership.watch() as watch:  # its position is fixed here, before the kill
+                killed = time.time()
+                cluster.kill_node(victim)
+                ray_dead = wait_until(functools.partial(_ray_sees_dead, victim.node_id), 30,
+                                      interval=0.01, what="ray.nodes() showing the node dead")
+                ray_s.append(ray_dead - killed)
+                driver_s.append(_node_down_at(watch, victim.node_id, 30) - killed)
+            seen = wait_until(functools.partial(_recorded_down, recorder, victim.node_id), 30,
+                              what="NodeDown at the subscriber")
             subscriber_s.append(seen - killed)
         health = cluster.health_check
     rows = [{"path": "ray.nodes() shows Alive=False", **summary_ms(ray_s)},
@@ -64,8 +65,26 @@ def run(rounds: int = 3) -> BenchReport:
                 "subscriber_vs_ray_p50_ratio": round(ratio, 3)})
 
 
+def _member(membership: Membership, node_id: str) -> bool:
+    return node_id in {n.node_id for n in membership.nodes()}
+
+
+def _node_down_at(watch: MembershipWatch, node_id: str, timeout: float) -> float:
+    """When (``time.time()``) the watch delivered ``NodeDown`` for ``node_id``."""
+    deadline = deadline_in(timeout)
+    while True:
+        event = watch.next(timeout=time_left(deadline))  # HerdTimeoutError past the deadline
+        if isinstance(event, NodeDown) and event.node_id == node_id:
+            return time.time()
+
+
+def _recorded_down(recorder: Any, node_id: str) -> float | None:
+    seen: float | None = rpc.get(recorder.seen.remote(node_id), timeout=5)
+    return seen
+
+
 def _ray_sees_dead(node_id: str) -> float | None:
-    for node in ray.nodes():
-        if node["NodeID"] == node_id and not node["Alive"]:
+    for node in nodes():
+        if node.node_id == node_id and not node.alive:
             return time.time()
     return None

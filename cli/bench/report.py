@@ -50,8 +50,8 @@ def _cell(value: Any) -> str:
 
 def machine_info() -> dict[str, Any]:
     model = ""
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break

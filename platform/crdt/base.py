@@ -1,5 +1,6 @@
 """Shared ground of the CRDT modules: argument and wire-format validation, the :class:`CRDT`
-base class (type registry, tagged and versioned serialisation, pickling, equality)."""
+base class (replica binding, type registry, tagged and versioned serialisation, pickling,
+equality) and :func:`load` / :func:`loads`."""
 
 from __future__ import annotations
 
@@ -96,16 +97,6 @@ def check_dot(data: Any, field: str) -> Dot:
     return check_replica(replica, field), check_int(counter, field, 1)
 
 
-def to_timestamp(at: Any, field: str = "at") -> HLCTimestamp:
-    """A timestamp given directly, or the next one of a hybrid logical clock."""
-    if isinstance(at, HybridLogicalClock):
-        return at.now()
-    if not isinstance(at, HLCTimestamp):
-        raise ConfigError("must be an HLCTimestamp or a HybridLogicalClock", source=SOURCE,
-                          field=field, value=at)
-    return at
-
-
 def _json_bytes(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 
@@ -113,18 +104,81 @@ def _json_bytes(data: Any) -> bytes:
 # ------------------------------------------------------------------------------ base class
 
 class CRDT(ABC):
-    """A delta-state CRDT replica. Concrete subclasses register for :func:`load` by ``TYPE``."""
+    """A delta-state CRDT replica, bound to the id of the replica it stands for, or to none.
+
+    The id is what mutations mint under (counter entries, dots, HLC timestamps). A state without
+    one can be read, merged and serialised; a mutation that needs an id raises ConfigError.
+    Concrete subclasses register for :func:`load` by ``TYPE``; a class declared with
+    ``abstract=True`` does not.
+    """
 
     TYPE: ClassVar[str]
     _types: ClassVar[dict[str, type[CRDT]]] = {}
-    __slots__ = ("_journal",)
+    __slots__ = ("_journal", "_replica", "_clock")
+    _journal: list[CRDT] | None  # ORMap.update collects a nested value's deltas here
+    _replica: str | None
+    _clock: HybridLogicalClock | None
     __hash__ = None  # type: ignore[assignment]  # mutable replicas
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
+        if not abstract:
             cls.TYPE = cls.__name__
             CRDT._types[cls.TYPE] = cls
+
+    def _bind(self, replica: str | None, clock: HybridLogicalClock | None = None) -> None:
+        """Bind this state to ``replica`` (and its clock: by default one is made on first use;
+        a clock given without a replica id brings its own)."""
+        if clock is not None:
+            if not isinstance(clock, HybridLogicalClock):
+                raise ConfigError("must be a HybridLogicalClock", source=SOURCE, field="clock",
+                                  value=clock)
+            if replica is None:
+                replica = clock.replica
+            elif clock.replica != replica:
+                raise ConfigError(f"the clock belongs to replica {clock.replica!r}, not "
+                                  f"{replica!r}", source=SOURCE, field="clock", value=clock)
+        self._journal = None
+        self._replica = None if replica is None else check_replica(replica)
+        self._clock = clock
+
+    @property
+    def replica(self) -> str | None:
+        """The replica id mutations mint under (None: read, merge and serialise only)."""
+        return self._replica
+
+    @property
+    def clock(self) -> HybridLogicalClock:
+        """This replica's hybrid logical clock (made on first use; needs a replica id)."""
+        if self._clock is None:
+            self._clock = HybridLogicalClock(self._writer())
+        return self._clock
+
+    def _writer(self) -> str:
+        """The replica id a mutation mints under; ConfigError when this state has none."""
+        if self._replica is None:
+            raise ConfigError(f"this {self.TYPE} has no replica id to mutate under: create it "
+                              f"as {self.TYPE}(<replica id>, ...), or bind a copy or a loaded "
+                              "state with copy(<replica id>) / from_dict(data, replica=...)",
+                              source=SOURCE, field="replica", value=None)
+        return self._replica
+
+    def _stamp(self, at: HLCTimestamp | HybridLogicalClock | None,
+               seen: HLCTimestamp | None) -> HLCTimestamp:
+        """The timestamp of a write: ``at`` itself, or the next stamp of a clock (``at``, or
+        this replica's clock for None). The clock first receives ``seen``, the newest write the
+        new one replaces, so the write orders after it (ClockSkewError when ``seen`` is further
+        ahead of local time than the clock's ``max_drift_ms``)."""
+        if isinstance(at, HLCTimestamp):
+            return at
+        if at is not None and not isinstance(at, HybridLogicalClock):
+            raise ConfigError("must be an HLCTimestamp, a HybridLogicalClock or None",
+                              source=SOURCE, field="at", value=at)
+        clock = self.clock if at is None else at
+        last = clock.last
+        if seen is not None and (last is None or seen > last):
+            return clock.update(seen)
+        return clock.now()
 
     @abstractmethod
     def value(self) -> Any:
@@ -135,8 +189,8 @@ class CRDT(ABC):
         """Join ``other`` (a full state or a delta) into this replica; returns ``self``."""
 
     @abstractmethod
-    def copy(self: C) -> C:
-        """An independent replica with the same state."""
+    def _clone(self: C) -> C:
+        """An independent state equal to this one, bound to no replica."""
 
     @abstractmethod
     def _encode(self) -> dict[str, Any]:
@@ -151,13 +205,24 @@ class CRDT(ABC):
     def _state(self) -> Any:
         """The lattice state, compared by ``==``."""
 
+    def copy(self: C, replica: str | None = None) -> C:
+        """An independent state equal to this one, bound to ``replica``: by default to none,
+        since two writers must never share an id. A copy bound to this state's own id (a
+        snapshot to continue from) shares its clock."""
+        state = self._clone()
+        state._bind(replica, self.clock if replica is not None and replica == self._replica
+                    else None)
+        return state
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"type": ..., "v": 1, ...}``, JSON-safe and deterministic."""
+        """``{"type": ..., "v": 1, ...}``, JSON-safe and deterministic. The replica id is not
+        part of it: a state read back is bound to the id given to :meth:`from_dict`."""
         return {"type": self.TYPE, "v": VERSION, **self._encode()}
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """Inverse of :meth:`to_dict`; ConfigError on a wrong tag, version or content."""
+    def from_dict(cls: type[C], data: Mapping[str, Any], replica: str | None = None) -> C:
+        """Inverse of :meth:`to_dict`, bound to ``replica``; ConfigError on a wrong tag,
+        version or content."""
         check_mapping(data, "data")
         if data.get("type") != cls.TYPE:
             raise ConfigError(f"expected type {cls.TYPE!r}", source=SOURCE, field="type",
@@ -166,16 +231,18 @@ class CRDT(ABC):
         if isinstance(version, bool) or version != VERSION:
             raise ConfigError(f"unsupported version (supported: {VERSION})", source=SOURCE,
                               field="v", value=version)
-        return cls._decode(data)
+        state = cls._decode(data)
+        state._bind(replica)
+        return state
 
     def to_bytes(self) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_dict`."""
         return _json_bytes(self.to_dict())
 
     @classmethod
-    def from_bytes(cls: type[C], raw: bytes) -> C:
-        """Inverse of :meth:`to_bytes`."""
-        return cls.from_dict(parse_bytes(raw))
+    def from_bytes(cls: type[C], raw: bytes, replica: str | None = None) -> C:
+        """Inverse of :meth:`to_bytes`, bound to ``replica``."""
+        return cls.from_dict(parse_bytes(raw), replica)
 
     def _commit(self: C, delta: C) -> C:
         """Apply a mutator's delta to this replica (``X ⊔ δ``), record it, and return it."""
@@ -193,14 +260,32 @@ class CRDT(ABC):
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, CRDT)
-        return self._state() == other._state()
+        same: bool = self._state() == other._state()
+        return same
 
     def __repr__(self) -> str:
         return f"{self.TYPE}({reprlib.repr(self.value())})"
 
     def __reduce__(self) -> tuple[Callable[[bytes], CRDT], tuple[bytes]]:
-        from herd.platform.crdt import loads  # the facade: it imports (registers) every type
+        # like to_bytes, a pickle carries no replica id (unpickling on another process must
+        # not make a second writer under this one's id)
         return loads, (self.to_bytes(),)
+
+
+def load(data: Mapping[str, Any], replica: str | None = None) -> CRDT:
+    """Any CRDT from its ``to_dict()`` form, dispatched on the ``type`` tag, bound to
+    ``replica``."""
+    type_name = data.get("type") if isinstance(data, Mapping) else None
+    cls = CRDT._types.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise ConfigError(f"unknown CRDT type (known: {sorted(CRDT._types)})", source=SOURCE,
+                          field="type", value=type_name)
+    return cls.from_dict(data, replica)
+
+
+def loads(raw: bytes, replica: str | None = None) -> CRDT:
+    """Any CRDT from its ``to_bytes()`` form, bound to ``replica``."""
+    return load(parse_bytes(raw), replica)
 
 
 def parse_bytes(raw: Any) -> Any:

@@ -47,7 +47,7 @@ class CausalContext:
         self._compact()
 
     @classmethod
-    def _of(cls, dots: Iterable[Dot]) -> CausalContext:
+    def of_dots(cls, dots: Iterable[Dot]) -> CausalContext:
         """Exactly ``dots`` (trusted: minted here or already validated)."""
         ctx = cls.__new__(cls)
         ctx._vv, ctx._cloud = {}, set(dots)
@@ -135,7 +135,7 @@ class CausalContext:
 # top-level dict of a map-shaped CRDT is mutated, and it is never shared. ``join`` returns its
 # first argument itself when the result equals it, which lets callers skip unchanged keys.
 
-class _Kind(ABC, Generic[S]):
+class StoreKind(ABC, Generic[S]):
     """The operations on one shape of dot store."""
 
     empty: S
@@ -161,7 +161,7 @@ class _Kind(ABC, Generic[S]):
         return store
 
 
-class _DotSetKind(_Kind[frozenset[Dot]]):
+class DotSetKind(StoreKind[frozenset[Dot]]):
     empty: frozenset[Dot] = frozenset()
 
     def join(self, a: frozenset[Dot], ca: CausalContext, b: frozenset[Dot],
@@ -188,7 +188,8 @@ class _DotSetKind(_Kind[frozenset[Dot]]):
         return [list(d) for d in sorted(store)]
 
     def decode(self, data: Any, field: str) -> frozenset[Dot]:
-        return frozenset(check_dot(d, f"{field}[{i}]") for i, d in enumerate(check_list(data, field)))
+        return frozenset(check_dot(d, f"{field}[{i}]")
+                         for i, d in enumerate(check_list(data, field)))
 
 
 def _drop_covered_set(store: frozenset[Dot], ctx: CausalContext) -> frozenset[Dot]:
@@ -200,7 +201,7 @@ def _drop_covered_set(store: frozenset[Dot], ctx: CausalContext) -> frozenset[Do
     return store
 
 
-class _ValueCodec(ABC):
+class ValueCodec(ABC):
     """How a DotFun stores, encodes and decodes its values."""
 
     @abstractmethod
@@ -210,7 +211,7 @@ class _ValueCodec(ABC):
     def decode(self, data: Any, field: str) -> Any: ...
 
 
-class _JsonCodec(_ValueCodec):
+class JsonCodec(ValueCodec):
     """Values are canonical JSON texts."""
 
     def encode(self, value: str) -> Any:
@@ -220,7 +221,7 @@ class _JsonCodec(_ValueCodec):
         return canonical(data, field)
 
 
-class _LWWCodec(_ValueCodec):
+class LWWCodec(ValueCodec):
     """Values are ``(HLCTimestamp, canonical JSON text)``; encoded ``[wall, logical, r, v]``."""
 
     def encode(self, value: tuple[HLCTimestamp, str]) -> Any:
@@ -232,11 +233,11 @@ class _LWWCodec(_ValueCodec):
         return HLCTimestamp(wall_ms, logical, replica), canonical(value, field)
 
 
-class _DotFunKind(_Kind[dict[Dot, Any]]):
+class DotFunKind(StoreKind[dict[Dot, Any]]):
     """dot -> value. The same dot always carries the same value (one write); should a reused
     replica id make them differ, the greater value is kept so the join stays commutative."""
 
-    def __init__(self, codec: _ValueCodec) -> None:
+    def __init__(self, codec: ValueCodec) -> None:
         self.codec = codec
         self.empty: dict[Dot, Any] = {}
 
@@ -288,10 +289,10 @@ def _drop_covered_fun(store: dict[Dot, Any], ctx: CausalContext) -> dict[Dot, An
     return store
 
 
-class _DotMapKind(_Kind[dict[Key, Any]]):
+class DotMapKind(StoreKind[dict[Key, Any]]):
     """key -> non-empty dot store of ``value`` kind; the join is per key, dropping bottoms."""
 
-    def __init__(self, value: _Kind[Any]) -> None:
+    def __init__(self, value: StoreKind[Any]) -> None:
         self.value = value
         self.empty: dict[Key, Any] = {}
 
@@ -331,6 +332,6 @@ class _DotMapKind(_Kind[dict[Key, Any]]):
         return dict(store)
 
 
-_DOT_SET = _DotSetKind()
-_JSON = _JsonCodec()
-_LWW = _LWWCodec()
+DOT_SET = DotSetKind()
+JSON_VALUES = JsonCodec()
+LWW_VALUES = LWWCodec()

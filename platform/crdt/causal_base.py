@@ -1,5 +1,6 @@
 """The base classes of the causal CRDTs: a dot store plus its causal context, joined as in the
-paper (:class:`_Causal`), and the key-indexed DotMap variant (:class:`_CausalMap`)."""
+paper (:class:`Causal`), and the key-indexed DotMap variant (:class:`CausalMap`). The concrete
+types are in ``causal_types``."""
 
 from __future__ import annotations
 
@@ -9,24 +10,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from herd.platform.crdt.base import CRDT, SOURCE, Dot, Key, require
-from herd.platform.crdt.causal import CausalContext, _Kind
+from herd.platform.crdt.causal import CausalContext, DotMapKind, StoreKind
 from herd.platform.errors import ConfigError
 
 
 @dataclass(frozen=True, eq=False)
-class _Spec:
+class CausalSpec:
     """A causal type: its name (``"ORSet"``, ``"ORMap[MVRegister]"``), class, store kind and,
     for ORMap, the spec of its values."""
 
     name: str
-    cls: type[_Causal]
-    kind: _Kind[Any]
-    value: _Spec | None = None
+    cls: type[Causal]
+    kind: StoreKind[Any]
+    value: CausalSpec | None = None
 
 
 # ------------------------------------------------------------------------------ causal types
 
-class _Causal(CRDT):
+class Causal(CRDT, abstract=True):
     """A causal CRDT: a dot store plus the causal context of every dot it has seen.
 
     Invariant: every dot in the store is in the context. The join is the paper's:
@@ -36,12 +37,13 @@ class _Causal(CRDT):
 
     __slots__ = ("_spec", "_store", "_ctx")
 
-    def _init(self, spec: _Spec, store: Any, ctx: CausalContext) -> None:
-        self._journal = None
+    def _init(self, spec: CausalSpec, store: Any, ctx: CausalContext) -> None:
+        """Set the state (every constructor calls this); the replica binding is reset."""
+        self._bind(None)
         self._spec, self._store, self._ctx = spec, store, ctx
 
     @staticmethod
-    def _wrap(spec: _Spec, store: Any, ctx: CausalContext) -> Any:
+    def _wrap(spec: CausalSpec, store: Any, ctx: CausalContext) -> Any:
         """An instance of ``spec`` over ``store`` and ``ctx`` (taken over, not copied)."""
         state = spec.cls.__new__(spec.cls)
         state._init(spec, store, ctx)
@@ -49,11 +51,11 @@ class _Causal(CRDT):
 
     def _delta(self, store: Any, dots: Iterable[Dot]) -> Any:
         """A delta of this type: ``store`` with the exact causal context ``dots``."""
-        return self._wrap(self._spec, store, CausalContext._of(dots))
+        return self._wrap(self._spec, store, CausalContext.of_dots(dots))
 
     @classmethod
     @abstractmethod
-    def _read(cls, spec: _Spec, store: Any) -> Any:
+    def _read(cls, spec: CausalSpec, store: Any) -> Any:
         """``value()`` of a store of this type (also used for values nested in an ORMap)."""
 
     def value(self) -> Any:
@@ -65,7 +67,7 @@ class _Causal(CRDT):
         self._ctx.merge(other._ctx)
         return self
 
-    def copy(self) -> Any:
+    def _clone(self) -> Any:
         return self._wrap(self._spec, self._spec.kind.copy(self._store), self._ctx.copy())
 
     def _check_mergeable(self, other: Any) -> None:
@@ -81,12 +83,16 @@ class _Causal(CRDT):
         return {"context": self._ctx.to_dict(), "store": self._spec.kind.encode(self._store)}
 
     @classmethod
-    def _decode(cls, data: Mapping[str, Any]) -> Any:
-        from herd.platform.crdt import _spec  # it names the concrete types, defined there
-        return cls._decode_spec(_spec(cls.TYPE), data)
+    @abstractmethod
+    def _wire_spec(cls, data: Mapping[str, Any]) -> CausalSpec:
+        """The spec of a state of this class in its ``to_dict`` form ``data``."""
 
     @classmethod
-    def _decode_spec(cls, spec: _Spec, data: Mapping[str, Any]) -> Any:
+    def _decode(cls, data: Mapping[str, Any]) -> Any:
+        return cls._decode_spec(cls._wire_spec(data), data)
+
+    @classmethod
+    def _decode_spec(cls, spec: CausalSpec, data: Mapping[str, Any]) -> Any:
         ctx = CausalContext.from_dict(require(data, "context"))
         store = spec.kind.decode(require(data, "store"), "store")
         seen: set[Dot] = set()
@@ -98,7 +104,7 @@ class _Causal(CRDT):
         return cls._wrap(spec, store, ctx)
 
 
-class _CausalMap(_Causal):
+class CausalMap(Causal, abstract=True):
     """A causal CRDT whose store is a DotMap, joined in place key by key.
 
     Merging a small delta must cost O(delta), not O(state): the keys to revisit are those in
@@ -109,9 +115,16 @@ class _CausalMap(_Causal):
 
     __slots__ = ("_index",)
 
-    def _init(self, spec: _Spec, store: Any, ctx: CausalContext) -> None:
+    def _init(self, spec: CausalSpec, store: Any, ctx: CausalContext) -> None:
         super()._init(spec, store, ctx)
         self._index: dict[Dot, Key] | None = None
+
+    @property
+    def _value_kind(self) -> StoreKind[Any]:
+        """The kind of the stores the keys map to."""
+        kind = self._spec.kind
+        assert isinstance(kind, DotMapKind)
+        return kind.value
 
     def __len__(self) -> int:
         return len(self._store)
@@ -126,7 +139,7 @@ class _CausalMap(_Causal):
         self._check_mergeable(other)
         if other is self:
             return self
-        value_kind = self._spec.kind.value
+        value_kind = self._value_kind
         mine, theirs, empty = self._store, other._store, value_kind.empty
         mine_ctx, their_ctx = self._ctx, other._ctx
         changes = []
@@ -155,7 +168,7 @@ class _CausalMap(_Causal):
 
     def _dot_index(self) -> dict[Dot, Key]:
         if self._index is None:
-            dots = self._spec.kind.value.dots
+            dots = self._value_kind.dots
             self._index = {dot: key for key, nested in self._store.items()
                            for dot in dots(nested)}
         return self._index
@@ -163,7 +176,7 @@ class _CausalMap(_Causal):
     def _put(self, key: Key, nested: Any) -> None:
         """Set ``key``'s store (bottom deletes the key), keeping the dot index current."""
         if self._index is not None:
-            value_kind = self._spec.kind.value
+            value_kind = self._value_kind
             dots = value_kind.dots
             for dot in dots(self._store.get(key, value_kind.empty)):
                 self._index.pop(dot, None)
@@ -176,7 +189,7 @@ class _CausalMap(_Causal):
 
     def _remove_delta(self, keys: Iterable[Key]) -> Any:
         """The delta removing ``keys`` as observed here: no store, their dots as context."""
-        dots = self._spec.kind.value.dots
+        dots = self._value_kind.dots
         return self._delta({}, [d for k in keys if k in self._store for d in dots(self._store[k])])
 
     def clear(self) -> Any:

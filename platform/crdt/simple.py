@@ -18,11 +18,9 @@ from herd.platform.crdt.base import (
     check_int,
     check_key,
     check_list,
-    check_replica,
     join_counts,
     key_order,
     require,
-    to_timestamp,
 )
 from herd.platform.errors import ConfigError
 
@@ -36,16 +34,16 @@ class GCounter(CRDT):
 
     __slots__ = ("_counts",)
 
-    def __init__(self) -> None:
-        self._journal: list[CRDT] | None = None
+    def __init__(self, replica: str | None = None) -> None:
+        self._bind(replica)
         self._counts: dict[str, int] = {}
 
     def value(self) -> int:
         return sum(self._counts.values())
 
-    def increment(self, replica: str, amount: int = 1) -> GCounter:
-        """Add ``amount`` (>= 1) on behalf of ``replica``; the delta is that replica's entry."""
-        check_replica(replica)
+    def increment(self, amount: int = 1) -> GCounter:
+        """Add ``amount`` (>= 1) under this replica's id; the delta is that replica's entry."""
+        replica = self._writer()
         check_int(amount, "amount", 1)
         return self._commit(_gcounter({replica: self._counts.get(replica, 0) + amount}))
 
@@ -54,7 +52,7 @@ class GCounter(CRDT):
         join_counts(self._counts, other._counts)
         return self
 
-    def copy(self) -> GCounter:
+    def _clone(self) -> GCounter:
         return _gcounter(self._counts)
 
     def _state(self) -> Any:
@@ -79,23 +77,23 @@ class PNCounter(CRDT):
 
     __slots__ = ("_p", "_n")
 
-    def __init__(self) -> None:
-        self._journal: list[CRDT] | None = None
+    def __init__(self, replica: str | None = None) -> None:
+        self._bind(replica)
         self._p: dict[str, int] = {}
         self._n: dict[str, int] = {}
 
     def value(self) -> int:
         return sum(self._p.values()) - sum(self._n.values())
 
-    def increment(self, replica: str, amount: int = 1) -> PNCounter:
+    def increment(self, amount: int = 1) -> PNCounter:
         """Add ``amount`` (>= 1); the delta holds only this replica's P entry."""
-        check_replica(replica)
+        replica = self._writer()
         check_int(amount, "amount", 1)
         return self._commit(_pncounter({replica: self._p.get(replica, 0) + amount}, {}))
 
-    def decrement(self, replica: str, amount: int = 1) -> PNCounter:
+    def decrement(self, amount: int = 1) -> PNCounter:
         """Subtract ``amount`` (>= 1); the delta holds only this replica's N entry."""
-        check_replica(replica)
+        replica = self._writer()
         check_int(amount, "amount", 1)
         return self._commit(_pncounter({}, {replica: self._n.get(replica, 0) + amount}))
 
@@ -105,7 +103,7 @@ class PNCounter(CRDT):
         join_counts(self._n, other._n)
         return self
 
-    def copy(self) -> PNCounter:
+    def _clone(self) -> PNCounter:
         return _pncounter(self._p, self._n)
 
     def _state(self) -> Any:
@@ -116,7 +114,8 @@ class PNCounter(CRDT):
 
     @classmethod
     def _decode(cls, data: Mapping[str, Any]) -> PNCounter:
-        return _pncounter(check_counts(require(data, "p"), "p"), check_counts(require(data, "n"), "n"))
+        return _pncounter(check_counts(require(data, "p"), "p"),
+                          check_counts(require(data, "n"), "n"))
 
 
 def _pncounter(p: Mapping[str, int], n: Mapping[str, int]) -> PNCounter:
@@ -133,12 +132,13 @@ def _decode_keys(data: Any, field: str) -> set[Key]:
 
 
 class GSet(CRDT):
-    """Grow-only set: elements are only ever added; join is union."""
+    """Grow-only set: elements are only ever added; join is union. Its mutations mint nothing,
+    so they need no replica id (one is accepted, like every type's)."""
 
     __slots__ = ("_elements",)
 
-    def __init__(self) -> None:
-        self._journal: list[CRDT] | None = None
+    def __init__(self, replica: str | None = None) -> None:
+        self._bind(replica)
         self._elements: set[Key] = set()
 
     def value(self) -> frozenset[Key]:
@@ -156,7 +156,7 @@ class GSet(CRDT):
         self._elements |= other._elements
         return self
 
-    def copy(self) -> GSet:
+    def _clone(self) -> GSet:
         return _gset(self._elements)
 
     def _state(self) -> Any:
@@ -183,12 +183,13 @@ class TwoPSet(CRDT):
     ``remove`` tombstones the element even when this replica has not seen it added (the add may
     be in flight from another replica): the remove wins over every add of that element, past or
     future, which is the 2P-Set contract. Use :class:`ORSet` when elements must be re-addable.
+    Like GSet it needs no replica id.
     """
 
     __slots__ = ("_added", "_removed")
 
-    def __init__(self) -> None:
-        self._journal: list[CRDT] | None = None
+    def __init__(self, replica: str | None = None) -> None:
+        self._bind(replica)
         self._added: set[Key] = set()
         self._removed: set[Key] = set()
 
@@ -212,7 +213,7 @@ class TwoPSet(CRDT):
         self._removed |= other._removed
         return self
 
-    def copy(self) -> TwoPSet:
+    def _clone(self) -> TwoPSet:
         return _twopset(self._added, self._removed)
 
     def _state(self) -> Any:
@@ -243,15 +244,19 @@ class LWWRegister(CRDT):
     ``HLCTimestamp`` is totally ordered by ``(wall_ms, logical, replica)``, so writes of
     different replicas never tie. Two writes with the very same timestamp (a replica id reused)
     are ordered by the canonical JSON of their values, which keeps ``merge`` commutative. The
-    delta of ``set`` is a register holding just that write. Feed received timestamps to the
-    local :class:`~herd.platform.clocks.HybridLogicalClock` (``update``) so that later local
-    writes order after what was seen.
+    delta of ``set`` is a register holding just that write.
+
+    ``set(value)`` stamps the write with the replica's
+    :class:`~herd.platform.clocks.HybridLogicalClock` (``clock=``, or one made for the replica
+    id), after feeding it the current winner's timestamp, so a local write always orders after
+    the writes this replica has seen. ``set(value, at)`` takes an explicit timestamp or clock.
     """
 
     __slots__ = ("_timestamp", "_text")
 
-    def __init__(self) -> None:
-        self._journal: list[CRDT] | None = None
+    def __init__(self, replica: str | None = None, *,
+                 clock: HybridLogicalClock | None = None) -> None:
+        self._bind(replica, clock)
         self._timestamp: HLCTimestamp | None = None
         self._text = "null"
 
@@ -264,10 +269,14 @@ class LWWRegister(CRDT):
         """The winning write's timestamp (None before the first write)."""
         return self._timestamp
 
-    def set(self, value: Json, at: HLCTimestamp | HybridLogicalClock) -> LWWRegister:
-        """Write ``value`` at timestamp ``at`` (or at ``at.now()`` for a clock); an older write
-        than the current one is a no-op on this replica, and its delta loses everywhere."""
-        return self._commit(_lww(to_timestamp(at), canonical(value)))
+    def set(self, value: Json,
+            at: HLCTimestamp | HybridLogicalClock | None = None) -> LWWRegister:
+        """Write ``value``, stamped by this replica's clock (``at=None``), by the clock ``at``
+        or at the timestamp ``at``. A write older than the current one (explicit timestamps
+        only) is a no-op on this replica, and its delta loses everywhere. ClockSkewError when
+        the current winner is further ahead of local time than the clock accepts."""
+        text = canonical(value)
+        return self._commit(_lww(self._stamp(at, self._timestamp), text))
 
     def merge(self, other: LWWRegister) -> LWWRegister:
         self._check_mergeable(other)
@@ -277,7 +286,7 @@ class LWWRegister(CRDT):
             self._timestamp, self._text = other._timestamp, other._text
         return self
 
-    def copy(self) -> LWWRegister:
+    def _clone(self) -> LWWRegister:
         return _lww(self._timestamp, self._text)
 
     def _state(self) -> Any:

@@ -1,8 +1,9 @@
 """Real multi-node Ray clusters on this machine: one ``ray start --block`` process per node.
 
-Every node is started in its own session, so all of its processes (GCS, raylet, agents, workers)
-can be found and signalled by session id; herd stops exactly the processes it started and never
-calls ``ray stop`` (which kills every Ray process on the host by name).
+Every node is started in its own session (:mod:`herd.platform.local.launch`), so all of its
+processes (GCS, raylet, agents, workers) can be found and signalled by session id; herd stops
+exactly the processes it started and never calls ``ray stop`` (which kills every Ray process on
+the host by name).
 """
 
 from __future__ import annotations
@@ -13,73 +14,41 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+
+import ray
 
 from herd.platform.auth import forget_token, use_token
 from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec
-from herd.platform.errors import ClusterError
+from herd.platform.connection import LOOPBACK, ClusterInfo, connect
+from herd.platform.errors import ClusterError, ConfigError
 from herd.platform.local import processes
+from herd.platform.local.launch import NodeLauncher, free_port
+from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
+from herd.platform.validation import validate_model
+
+__all__ = ["STATE_FILE", "LocalCluster", "LocalNode", "check_regions", "free_port"]
 
 log = get_logger("herd.local_cluster")
 
-LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"
-REGION_RESOURCE_UNITS = 1000.0
-NODE_START_TIMEOUT_S = 90.0
-WORKER_START_ATTEMPTS = 2
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def ray_executable() -> str:
-    candidate = Path(sys.executable).parent / "ray"
-    return str(candidate) if candidate.exists() else "ray"
-
-
-@dataclass
-class LocalNode:
-    """One node of a LocalCluster and the session that holds its processes."""
-
-    name: str
-    is_head: bool
-    num_cpus: float
-    region: str | None
-    zone: str | None
-    labels: dict[str, str]
-    resources: dict[str, float]
-    node_manager_port: int
-    leader_pid: int = 0
-    node_id: str | None = None
-    state: str = "starting"  # starting | running | paused | killed | stopped
-
-    def pids(self) -> list[int]:
-        """Live pids of this node's processes."""
-        return processes.session_pids(self.leader_pid) if self.leader_pid else []
-
-    @property
-    def alive(self) -> bool:
-        """Started by us, not stopped or killed by us, and its processes still exist (a raylet
-        the GCS declared dead exits on its own)."""
-        return self.state in ("running", "paused") and bool(self.pids())
-
-
-@dataclass
-class _Launch:
-    node: LocalNode
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    attempt: int = 1
+def check_regions(regions: list[str], nodes: int) -> None:
+    """Regions are assigned round-robin, so each must be a valid label value, none may repeat,
+    and every one needs a node."""
+    for index, region in enumerate(regions):
+        validate_model(NodeSpec, {"region": region}, source="regions")
+        if region in regions[:index]:
+            raise ConfigError(f"duplicate region {region!r}", field="regions", value=regions)
+    if len(regions) > nodes:
+        raise ConfigError(f"{len(regions)} regions need at least {len(regions)} nodes, got "
+                          f"{nodes}", field="regions", value=regions)
 
 
 class LocalCluster:
@@ -106,17 +75,19 @@ class LocalCluster:
                              else health_check or HealthCheckConfig())
         self.auth = auth
         self.num_cpus = num_cpus
-        self.run_dir: Path = Path(run_dir) if run_dir else Path(f"/tmp/herd/c-{secrets.token_hex(3)}")
-        # Ray's unix sockets live under its temp dir and must stay under ~107 characters,
-        # so the temp dirs are short paths of their own, whatever the run dir is.
-        self.ray_tmp = Path(f"/tmp/herd/r-{secrets.token_hex(4)}")
+        self.run_dir: Path = (Path(run_dir) if run_dir
+                              else Path(f"/tmp/herd/c-{secrets.token_hex(3)}"))
         self.include_dashboard = include_dashboard
         self.extra_env = dict(extra_env or {})
         self.nodes: list[LocalNode] = []
         self.port = 0
         self.dashboard_port: int | None = None
-        self._launches: dict[str, _Launch] = {}
-        self._ports_handed_out: set[int] = set()
+        # Ray's unix sockets live under its temp dir and must stay under ~107 characters,
+        # so the temp dirs are short paths of their own, whatever the run dir is.
+        ray_tmp = Path(f"/tmp/herd/r-{secrets.token_hex(4)}")
+        self.launcher = NodeLauncher(self.run_dir, ray_tmp, self.env(),
+                                     self.token_path if auth == "token" else None,
+                                     on_change=self.save_state)
         # An owned cluster dies with the process that started it (herd.platform.local.reaper);
         # `herd cluster up` starts an unowned one that runs until `herd cluster down`.
         self.owned = owned
@@ -153,6 +124,11 @@ class LocalCluster:
         return [n for n in self.nodes if not n.is_head and n.alive]
 
     @property
+    def ray_tmp(self) -> Path:
+        """Parent of the nodes' Ray temp dirs (sessions, sockets, Ray's own logs)."""
+        return self.launcher.ray_tmp
+
+    @property
     def token_path(self) -> Path:
         return self.run_dir / "auth_token"
 
@@ -165,18 +141,20 @@ class LocalCluster:
         return env
 
     def start(self) -> LocalCluster:
+        """Start ``nodes`` nodes, assigning ``regions`` round-robin (head first)."""
+        check_regions(self.regions, self.nodes_count)
         specs = [self._round_robin_spec(i) for i in range(self.nodes_count)]
         self._start_head(specs[0])
         self._start_workers(specs[1:])
         self.save_state()
         return self
 
-    def connect(self, namespace: str = "herd", log_to_driver: bool = True) -> Any:
+    def connect(self, namespace: str = "herd", log_to_driver: bool = True,
+                timeout_s: float | None = None) -> ClusterInfo:
         """Connect this process's Ray driver to the cluster (sets the auth environment)."""
-        from herd.platform.cluster import connect
-
-        self._apply_driver_auth()
-        return connect(address=self.address, namespace=namespace, log_to_driver=log_to_driver)
+        use_token(self.token_path if self.auth == "token" else None)
+        return connect(address=self.address, namespace=namespace, log_to_driver=log_to_driver,
+                       timeout_s=timeout_s)
 
     def add_node(self, region: str | None = None, zone: str | None = None,
                  labels: dict[str, str] | None = None, resources: dict[str, float] | None = None,
@@ -194,7 +172,7 @@ class LocalCluster:
         """SIGKILL every process of the node: a crash. Returns once none survives."""
         target = self._node(node)
         survivors = processes.kill_session(target.leader_pid)
-        self._reap(target)
+        self.launcher.reap(target)
         if survivors:
             raise ClusterError(f"node {target.name}: pids {survivors} survived SIGKILL")
         target.state = "killed"
@@ -203,7 +181,7 @@ class LocalCluster:
         return target
 
     def stop_node(self, node: LocalNode | str, timeout_s: float = 15.0) -> LocalNode:
-        """Graceful stop: SIGTERM to ``ray start``, then SIGKILL whatever is left at the deadline."""
+        """Graceful stop: SIGTERM to ``ray start``, then SIGKILL what is left at the deadline."""
         target = self._node(node)
         if target.state == "paused":
             self.resume_node(target)
@@ -212,7 +190,7 @@ class LocalCluster:
         left = processes.wait_session_gone(target.leader_pid, timeout_s)
         if left:
             processes.kill_session(target.leader_pid)
-        self._reap(target)
+        self.launcher.reap(target)
         target.state = "stopped"
         log.info("node_stopped", node=target.name, node_id=target.node_id, forced=bool(left))
         self.save_state()
@@ -239,14 +217,13 @@ class LocalCluster:
                 return node
         raise ClusterError(f"no node of this cluster has id {node_id}")
 
+    @property
     def pids(self) -> list[int]:
         """Every live pid of every node this cluster started."""
-        return sorted(pid for node in self.nodes for pid in node.pids())
+        return sorted(pid for node in self.nodes for pid in node.pids)
 
     def shutdown(self, timeout_s: float = 20.0) -> None:
         """Stop every node (workers first, then the head) and verify no process survives."""
-        import ray
-
         if ray.is_initialized():
             try:
                 if ray.get_runtime_context().gcs_address == self.address:
@@ -266,7 +243,7 @@ class LocalCluster:
         survivors: list[int] = []
         for node in self.nodes:
             survivors += processes.kill_session(node.leader_pid, timeout_s / 2)
-            self._reap(node)
+            self.launcher.reap(node)
             if node.state not in ("killed",):
                 node.state = "stopped"
         if survivors:
@@ -311,7 +288,7 @@ class LocalCluster:
                       auth=state["auth"], num_cpus=state["num_cpus"], run_dir=run_dir,
                       start=False)
         cluster.port = state["port"]
-        cluster.ray_tmp = Path(state["ray_tmp"])
+        cluster.launcher.ray_tmp = Path(state["ray_tmp"])
         cluster.dashboard_port = state.get("dashboard_port")
         cluster.nodes = [LocalNode(**n) for n in state["nodes"]]
         return cluster
@@ -340,84 +317,19 @@ class LocalCluster:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
 
-    def _process_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("RAY_AUTH_TOKEN", None)
-        env.pop("RAY_ADDRESS", None)
-        env.update(self.env())
-        # Ray's default (10 s) for a raylet to come up is too short on a loaded 2-core machine.
-        env.setdefault("RAY_raylet_start_wait_time_s", "120")
-        venv_bin = str(Path(sys.executable).parent)
-        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-        return env
-
-    def _node_from_spec(self, spec: NodeSpec, is_head: bool) -> LocalNode:
-        labels = spec.all_labels()
-        resources = dict(spec.resources)
-        if spec.region:
-            resources[f"region:{spec.region}"] = REGION_RESOURCE_UNITS
-        index = len(self.nodes)
-        return LocalNode(name="head" if is_head else f"worker-{index}", is_head=is_head,
-                         num_cpus=spec.num_cpus, region=spec.region, zone=spec.zone,
-                         labels=labels, resources=resources, node_manager_port=self._free_port())
-
-    def _free_port(self) -> int:
-        """A free loopback port this cluster has not handed out before. `ray start` refuses two
-        equal ports, and ports handed to nodes launched together are not bound yet, so a port
-        that the kernel offers twice in a row must not be used twice."""
-        while True:
-            port = free_port()
-            if port not in self._ports_handed_out:
-                self._ports_handed_out.add(port)
-                return port
-
-    def _common_args(self, node: LocalNode) -> list[str]:
-        args = ["--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(int(node.num_cpus)),
-                "--node-manager-port", str(node.node_manager_port),
-                "--object-manager-port", str(self._free_port()),
-                "--dashboard-agent-listen-port", str(self._free_port()),
-                "--dashboard-agent-grpc-port", str(self._free_port()),
-                "--metrics-export-port", str(self._free_port()),
-                "--runtime-env-agent-port", str(self._free_port()),
-                "--temp-dir", str(self.ray_tmp / node.name), "--disable-usage-stats"]
-        if node.resources:
-            args += ["--resources", json.dumps(node.resources)]
-        if node.labels:
-            args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(node.labels.items()))]
-        return args
-
-    def _launch(self, node: LocalNode, args: list[str]) -> _Launch:
-        log_path = self.run_dir / "logs" / f"{node.name}.log"
-        with open(log_path, "ab") as out:
-            popen = subprocess.Popen([ray_executable(), "start", *args], stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self._process_env(), start_new_session=True)
-        node.leader_pid = popen.pid
-        self.nodes.append(node)
-        launch = _Launch(node, popen, log_path)
-        self._launches[node.name] = launch
-        self.save_state()
-        return launch
-
     def _start_head(self, spec: NodeSpec) -> LocalNode:
         self._prepare_run_dir()
-        self.port = self._free_port()
-        node = self._node_from_spec(spec, is_head=True)
-        args = ["--head", "--port", str(self.port),
-                "--ray-client-server-port", str(self._free_port()),
-                "--system-config", json.dumps(self.health_check.to_system_config())]
+        launcher = self.launcher
+        self.port = launcher.free_port()
+        node = launcher.node_from_spec(spec, is_head=True, index=0)
         if self.include_dashboard:
-            self.dashboard_port = self._free_port()
-            args += ["--include-dashboard", "true", "--dashboard-host", LOOPBACK,
-                     "--dashboard-port", str(self.dashboard_port)]
-        else:
-            args += ["--include-dashboard", "false"]
-        launch = self._launch(node, args + self._common_args(node))
+            self.dashboard_port = launcher.free_port()
+        args = launcher.head_args(self.port, self.health_check, self.dashboard_port)
+        launch = launcher.launch(node, args + launcher.node_args(node), self.nodes)
         log.info("node_starting", node=node.name, head=True, port=self.port)
-        self.save_state()
         if self.owned:
             self._start_reaper()
-        self._wait_registered([launch])
+        launcher.wait_registered([launch], self.address, self.nodes)
         return node
 
     def _start_reaper(self) -> None:
@@ -429,80 +341,9 @@ class LocalCluster:
     def _start_workers(self, specs: list[NodeSpec]) -> list[LocalNode]:
         launches = []
         for spec in specs:
-            node = self._node_from_spec(spec, is_head=False)
-            args = ["--address", self.address] + self._common_args(node)
-            launches.append(self._launch(node, args))
+            node = self.launcher.node_from_spec(spec, is_head=False, index=len(self.nodes))
+            args = ["--address", self.address] + self.launcher.node_args(node)
+            launches.append(self.launcher.launch(node, args, self.nodes))
             log.info("node_starting", node=node.name, region=node.region, zone=node.zone)
-        self._wait_registered(launches)
+        self.launcher.wait_registered(launches, self.address, self.nodes)
         return [launch.node for launch in launches]
-
-    def _apply_driver_auth(self) -> None:
-        use_token(self.token_path if self.auth == "token" else None)
-
-    def _wait_registered(self, launches: list[_Launch]) -> None:
-        """Wait until the GCS lists every launched node alive; fail fast if a launcher exits."""
-        from ray._raylet import GcsClient
-
-        self._apply_driver_auth()
-        deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        pending = {launch.node.node_manager_port: launch for launch in launches}
-        client = None
-        while pending:
-            for port, launch in list(pending.items()):
-                if launch.popen.poll() is None:
-                    continue
-                why = f"exited with code {launch.popen.returncode}"
-                if launch.node.is_head or launch.attempt >= WORKER_START_ATTEMPTS:
-                    self._fail_launch(launch, why)
-                # A worker's `ray start` gives up when the GCS is slow to answer (an overloaded
-                # machine): start it once more before failing the cluster.
-                log.warning("node_start_retry", node=launch.node.name, why=why)
-                del pending[port]
-                retry = self._relaunch(launch)
-                pending[retry.node.node_manager_port] = retry
-                deadline = max(deadline, time.monotonic() + NODE_START_TIMEOUT_S)
-            if time.monotonic() > deadline:
-                self._fail_launch(next(iter(pending.values())),
-                                  f"not registered within {NODE_START_TIMEOUT_S:.0f} s")
-            try:
-                client = client or GcsClient(address=self.address)
-                infos = client.get_all_node_info(timeout=2)
-            except Exception:  # GCS not up yet: keep polling until the deadline
-                client = None
-                time.sleep(0.2)
-                continue
-            for node_id, info in infos.items():
-                port = info.node_manager_port
-                if port in pending and info.state == 0:  # GcsNodeInfo.ALIVE
-                    launch = pending.pop(port)
-                    launch.node.node_id = node_id.hex()
-                    launch.node.state = "running"
-                    log.info("node_up", node=launch.node.name, node_id=launch.node.node_id)
-            if pending:
-                time.sleep(0.2)
-
-    def _relaunch(self, failed: _Launch) -> _Launch:
-        processes.kill_session(failed.node.leader_pid)
-        self._reap(failed.node)
-        self.nodes.remove(failed.node)
-        old = failed.node
-        node = LocalNode(name=old.name, is_head=False, num_cpus=old.num_cpus, region=old.region,
-                         zone=old.zone, labels=old.labels, resources=old.resources,
-                         node_manager_port=self._free_port())
-        launch = self._launch(node, ["--address", self.address] + self._common_args(node))
-        launch.attempt = failed.attempt + 1
-        return launch
-
-    def _fail_launch(self, launch: _Launch, why: str) -> None:
-        tail = launch.log_path.read_text(errors="replace")[-2000:] if launch.log_path.exists() else ""
-        for node in self.nodes:
-            processes.kill_session(node.leader_pid)
-            self._reap(node)
-            node.state = "killed"
-        raise ClusterError(f"node {launch.node.name} failed to start ({why}); log tail:\n{tail}")
-
-    def _reap(self, node: LocalNode) -> None:
-        launch = self._launches.get(node.name)
-        if launch is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                launch.popen.wait(timeout=5)

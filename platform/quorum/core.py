@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from herd.platform.errors import ConfigError
 
 
 # ------------------------------------------------------------------------------- arithmetic
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -57,8 +57,12 @@ def has_quorum(votes: int | Iterable[Hashable], n: int | Iterable[Hashable]) -> 
     once, so two disjoint sets of voters can never both have quorum. Impossible input (more
     votes than members, a negative count, a string where a list belongs) is a ``ConfigError``.
     """
-    members = None if _is_int(n) else set(_members(n, "has_quorum", "n"))
-    total = n if members is None else len(members)
+    members: set[Hashable] | None = None
+    if _is_int(n):
+        total = n
+    else:
+        members = set(_members(n, "has_quorum", "n"))
+        total = len(members)
     needed = quorum_count(total)  # validates an integer n
     if _is_int(votes):
         if not 0 <= votes <= total:

@@ -186,7 +186,7 @@ def _stop_supervisor(kind: str, name: str) -> None:
         if kind == "static":
             Supervisor.get(name).stop("shutdown")
         else:
-            DynamicSupervisor.get(name).stop()
+            DynamicSupervisor.get(name, include_stopped=True).stop()
     except (SupervisorStopped, SupervisorError) as exc:
         log.warning("app_supervisor_already_gone", supervisor=name, error=str(exc))
 

@@ -72,7 +72,7 @@ def _kill_busiest_and_watch(cluster: LocalCluster, sup: DynamicSupervisor, echo:
             if child.id in moving and child.id not in back and child.status == "running" \
                     and child.handle is not None and child.node_id != victim_id:
                 back[child.id] = now - killed
-                where = rpc.get(via(child.id).where.remote(), timeout=10)
+                where = rpc.get(via(child.name).where.remote(), timeout=10)
                 echo(f"  {child.id}: back on {child.node_id[:12]} ({where['region']}) after "
                      f"{back[child.id]:.2f} s, incarnation {child.incarnation}, "
                      f"epoch {child.epoch}")

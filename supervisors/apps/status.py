@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import ray
-
 from herd.platform.errors import HerdError
+from herd.platform.gcs import nodes
 from herd.registry import Registry
 from herd.supervisors.apps.app import app_record, running_apps
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
@@ -18,13 +17,10 @@ from herd.supervisors.otp.supervisor import Supervisor
 
 def node_table() -> list[dict[str, Any]]:
     rows = []
-    for node in sorted(ray.nodes(), key=lambda n: (not n["Alive"], n["NodeID"])):
-        labels = node.get("Labels") or {}
-        resources = node.get("Resources") or {}
-        rows.append({"node_id": node["NodeID"], "region": labels.get("region"),
-                     "zone": labels.get("zone"), "alive": bool(node["Alive"]),
-                     "head": "node:__internal_head__" in resources,
-                     "cpu": resources.get("CPU", 0)})
+    for node in sorted(nodes(), key=lambda n: (not n.alive, n.node_id)):
+        rows.append({"node_id": node.node_id, "region": node.region, "zone": node.zone,
+                     "alive": node.alive, "head": node.is_head,
+                     "cpu": node.resources.get("CPU", 0)})
     return rows
 
 

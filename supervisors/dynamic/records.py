@@ -1,38 +1,63 @@
-"""Where a dynamic supervisor keeps its durable state.
+"""Where a dynamic supervisor keeps its durable state, with a blocking face (the driver) and an
+asyncio face (the member actors, which never block their event loop).
 
-* One registry record per child, under the child's id (so ``via(id)`` finds the current
-  incarnation), registered with ``on_holder_death="clear"``: when the child's process dies the
-  record stays, without holder, so survivors can find and claim it. Its meta says which
-  supervisor owns it, the owner node, the incarnation and the restart counters; its epoch is the
-  fencing token every claim compares-and-sets.
-  The meta also carries the child's placement requirements (so members place orphans without
-  reading its spec) and, for a record the driver has just created, ``start_by``: until then only
-  the driver's ``start_owned`` call may start it.
+* One registry record per child (``herd.supervisors.dynamic.child_record``), under the child's
+  name ``<supervisor>/<id>``, registered with ``on_holder_death="clear"``: when the child's
+  process dies the record stays, without holder, so survivors can find and claim it.
+  ``ChildRecords`` reads and writes them for a member; every write is a compare-and-set (or a
+  removal) at an epoch it read, retried by ``ChildRecords.retry`` while the record still says
+  what the operation expects.
 * The child's spec (which may hold a class object, not JSON) and any handoff state live in the
-  GCS KV store under ``dsup/<supervisor>/...``; so does the supervisor's configuration. A spec is
-  written only after its record was created, so a taken id never overwrites a running child's.
+  GCS KV store under ``dsup/<supervisor>/...``; so do the supervisor's configuration, the
+  children given up and, once it stopped, why. A spec is written only after its record was
+  created, so a taken id never overwrites a running child's.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ray import cloudpickle
 
 from herd.platform import kv
-from herd.registry import Registration
+from herd.registry import AsyncRegistry, Registration
+from herd.registry.errors import EpochConflict
+from herd.supervisors.dynamic.child_record import SUP_META, ChildRecord
 from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
+from herd.supervisors.errors import SupervisorError
 from herd.supervisors.otp.spec import ChildSpec
-from herd.supervisors.strategies import Requirements
 
-SUP_META = "herd_dsup"
+T = TypeVar("T")
+
+#: Compare-and-set conflicts in a row after which an operation gives up (each conflict means the
+#: record changed without changing what the operation expects, e.g. its holder was cleared).
+CAS_RETRIES = 5
 
 
+# ------------------------------------------------------------------------------- keys
 def config_key(name: str) -> str:
     return f"dsup/{name}/config"
 
 
+def _spec_key(name: str, child_id: str) -> str:
+    return f"dsup/{name}/spec/{child_id}"
+
+
+def _handoff_key(name: str, child_id: str) -> str:
+    return f"dsup/{name}/handoff/{child_id}"
+
+
+def _given_up_key(name: str, child_id: str) -> str:
+    return f"dsup/{name}/given_up/{child_id}"
+
+
+def _stopped_key(name: str) -> str:
+    return f"dsup/{name}/stopped"
+
+
+# ------------------------------------------------------------------- blocking (driver)
 def save_config(spec: DynamicSupervisorSpec) -> None:
     kv.put_object(config_key(spec.name), spec.model_dump())
 
@@ -43,37 +68,12 @@ def load_config(name: str) -> DynamicSupervisorSpec | None:
 
 
 def save_spec(name: str, spec: ChildSpec) -> None:
-    kv.put(f"dsup/{name}/spec/{spec.id}", cloudpickle.dumps(spec))
-
-
-def load_spec(name: str, child_id: str) -> ChildSpec | None:
-    raw = kv.get(f"dsup/{name}/spec/{child_id}")
-    return None if raw is None else cloudpickle.loads(raw)
+    kv.put(_spec_key(name, spec.id), cloudpickle.dumps(spec))
 
 
 def delete_spec(name: str, child_id: str) -> None:
-    kv.delete(f"dsup/{name}/spec/{child_id}")
-    kv.delete(f"dsup/{name}/handoff/{child_id}")
-
-
-def save_handoff(name: str, child_id: str, state: Any) -> None:
-    kv.put(f"dsup/{name}/handoff/{child_id}", cloudpickle.dumps(state))
-
-
-def take_handoff(name: str, child_id: str) -> tuple[bool, Any]:
-    """The state a moved child handed off, if any (kept until ``drop_handoff``)."""
-    raw = kv.get(f"dsup/{name}/handoff/{child_id}")
-    if raw is None:
-        return False, None
-    return True, cloudpickle.loads(raw)
-
-
-def drop_handoff(name: str, child_id: str) -> None:
-    kv.delete(f"dsup/{name}/handoff/{child_id}")
-
-
-def record_gave_up(name: str, child_id: str, reason: str) -> None:
-    kv.put_object(f"dsup/{name}/given_up/{child_id}", {"reason": reason, "at": time.time()})
+    kv.delete(_spec_key(name, child_id))
+    kv.delete(_handoff_key(name, child_id))
 
 
 def given_up(name: str) -> dict[str, dict[str, Any]]:
@@ -82,17 +82,13 @@ def given_up(name: str) -> dict[str, dict[str, Any]]:
 
 
 def mark_stopped(name: str, reason: str) -> None:
-    kv.put_object(f"dsup/{name}/stopped", {"reason": reason, "at": time.time()})
-
-
-def stopped_reason(name: str) -> str | None:
-    data = kv.get_object(f"dsup/{name}/stopped")
-    return None if data is None else data["reason"]
+    kv.put_object(_stopped_key(name), {"reason": reason, "at": time.time()})
 
 
 def load_state(name: str) -> tuple[DynamicSupervisorSpec | None, str | None]:
     """The configuration and the stop reason (None while running), read together."""
-    return load_config(name), stopped_reason(name)
+    stopped = kv.get_object(_stopped_key(name))
+    return load_config(name), None if stopped is None else stopped["reason"]
 
 
 def forget(name: str) -> None:
@@ -101,33 +97,124 @@ def forget(name: str) -> None:
         kv.delete(key)
 
 
-def child_meta(sup: str, owner: str, spec: ChildSpec, requirements: Requirements,
-               start_by: float) -> dict[str, Any]:
-    """The meta of a record the driver creates for a new child (incarnation 1, not started;
-    only the driver's ``start_owned`` call may start it before ``start_by``)."""
-    return {SUP_META: sup, "owner": owner, "incarnation": 1, "restart": spec.restart,
-            "restarts": 0, "failovers": 0, "state": "starting", "region": None,
-            "started_at": None, "start_by": start_by,
-            "requires": {"labels": dict(requirements.labels),
-                         "resources": dict(requirements.resources)}}
+# --------------------------------------------------------------------- asyncio (member)
+async def aload_state(name: str) -> tuple[DynamicSupervisorSpec | None, str | None]:
+    data = await kv.aget_object(config_key(name))
+    stopped = await kv.aget_object(_stopped_key(name))
+    return (None if data is None else DynamicSupervisorSpec(**data),
+            None if stopped is None else stopped["reason"])
 
 
-def requirements_in(meta: dict[str, Any]) -> Requirements:
-    """The placement requirements a record's meta carries."""
-    requires = meta.get("requires") or {}
-    return Requirements(labels=requires.get("labels") or {},
-                        resources=requires.get("resources") or {})
+async def aload_spec(name: str, child_id: str) -> ChildSpec | None:
+    raw = await kv.aget(_spec_key(name, child_id))
+    return None if raw is None else cloudpickle.loads(raw)
+
+
+async def adelete_spec(name: str, child_id: str) -> None:
+    await kv.adelete(_spec_key(name, child_id))
+    await kv.adelete(_handoff_key(name, child_id))
+
+
+async def asave_handoff(name: str, child_id: str, state: Any) -> None:
+    await kv.aput(_handoff_key(name, child_id), cloudpickle.dumps(state))
+
+
+async def atake_handoff(name: str, child_id: str) -> tuple[bool, Any]:
+    """The state a moved child handed off, if any (kept until ``adrop_handoff``)."""
+    raw = await kv.aget(_handoff_key(name, child_id))
+    return (False, None) if raw is None else (True, cloudpickle.loads(raw))
+
+
+async def adrop_handoff(name: str, child_id: str) -> None:
+    await kv.adelete(_handoff_key(name, child_id))
+
+
+async def arecord_gave_up(name: str, child_id: str, reason: str) -> None:
+    await kv.aput_object(_given_up_key(name, child_id), {"reason": reason, "at": time.time()})
+
+
+async def amark_stopped(name: str, reason: str) -> None:
+    await kv.aput_object(_stopped_key(name), {"reason": reason, "at": time.time()})
+
+
+# ------------------------------------------------------------------------- the records
+def info_of(record: ChildRecord, handle: Any,
+            live_nodes: set[str] | None = None) -> DynamicChildInfo:
+    """What ``which_children`` reports about a record whose holder is ``handle``; with
+    ``live_nodes``, a record whose owner is not among them is ``orphaned``."""
+    status: str = record.state
+    if live_nodes is not None and record.owner not in live_nodes:
+        status = "orphaned"
+    elif status == "running" and handle is None:
+        status = "restarting"
+    return DynamicChildInfo(
+        id=record.child_id, name=record.name, node_id=record.owner, region=record.region,
+        epoch=record.epoch, incarnation=record.incarnation, restarts=record.restarts,
+        failovers=record.failovers, status=status, handle=handle, restart=record.restart,
+        started_at=record.started_at)
 
 
 def info_from(reg: Registration, live_nodes: set[str] | None = None) -> DynamicChildInfo:
-    meta = reg.meta
-    status = meta["state"]
-    if live_nodes is not None and meta["owner"] not in live_nodes:
-        status = "orphaned"
-    elif status == "running" and reg.handle is None:
-        status = "restarting"
-    return DynamicChildInfo(
-        id=reg.key, node_id=meta["owner"], region=meta.get("region"), epoch=reg.epoch,
-        incarnation=meta["incarnation"], restarts=meta["restarts"],
-        failovers=meta["failovers"], status=status, handle=reg.handle,
-        restart=meta["restart"], started_at=meta.get("started_at"))
+    return info_of(ChildRecord.from_registration(reg), reg.handle, live_nodes)
+
+
+def select_filter(sup: str) -> dict[str, Any]:
+    """The ``select`` arguments that find every child record of ``sup``."""
+    return {"prefix": f"{sup}/", "meta": {SUP_META: sup}}
+
+
+class ChildRecords:
+    """The child records of one supervisor, for a member (asyncio, never blocking)."""
+
+    def __init__(self, sup: str, registry: AsyncRegistry) -> None:
+        self.sup = sup
+        self.registry = registry
+
+    async def all(self) -> list[ChildRecord]:
+        regs = await self.registry.select(**select_filter(self.sup))
+        return [ChildRecord.from_registration(r) for r in regs
+                if ChildRecord.is_record_of(r, self.sup)]
+
+    async def fresh(self, child_id: str) -> ChildRecord | None:
+        """The record as the registry has it now; None when absent (or not this
+        supervisor's)."""
+        reg = await self.registry.entry(self.name(child_id), fresh=True)
+        if reg is None or not ChildRecord.is_record_of(reg, self.sup):
+            return None
+        return ChildRecord.from_registration(reg)
+
+    def name(self, child_id: str) -> str:
+        return ChildRecord(self.sup, child_id, "").name
+
+    async def write(self, current: ChildRecord, new: ChildRecord, handle: Any = None,
+                    **changes: Any) -> Registration:
+        """Compare-and-set the record from ``current`` (its epoch) to ``new``'s meta and
+        ``handle`` (None: no holder). ``EpochConflict`` if it changed meanwhile."""
+        reg: Registration = await self.registry.compare_and_set(
+            current.name, current.epoch, handle=handle, meta=new.to_meta(), **changes)
+        return reg
+
+    async def remove(self, current: ChildRecord) -> bool:
+        """Remove the record if it still has ``current``'s epoch (``EpochConflict`` else)."""
+        await self.registry.remove(current.name, epoch=current.epoch)
+        return True
+
+    async def retry(self, child_id: str, first: ChildRecord | None,
+                    still: Callable[[ChildRecord], bool],
+                    write: Callable[[ChildRecord], Awaitable[T]]) -> T | None:
+        """The one compare-and-set loop of the member: ``write`` (a compare-and-set or a
+        removal at the record's epoch) the current record -- ``first``, or a fresh read --
+        while ``still(record)`` holds, reading it again after each ``EpochConflict``.
+
+        None when the record is gone or no longer satisfies ``still`` (another member, or a
+        terminate, got there first); ``SupervisorError`` after ``CAS_RETRIES`` conflicts."""
+        current = first if first is not None else await self.fresh(child_id)
+        for _ in range(CAS_RETRIES):
+            if current is None or not still(current):
+                return None
+            try:
+                return await write(current)
+            except EpochConflict:
+                current = await self.fresh(child_id)
+        raise SupervisorError(f"the record of child {child_id!r} of {self.sup!r} kept changing "
+                              f"({CAS_RETRIES} conflicts in a row)")

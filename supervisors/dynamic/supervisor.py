@@ -2,7 +2,7 @@
 
     sup = DynamicSupervisor.start("workers", distribution="hash_ring")
     info = sup.start_child(ChildSpec(id="counter-1", actor=Counter, args=(0,)))
-    ray.get(via("counter-1").incr.remote())
+    via(info.name).incr.call()             # the child's registry name: "workers/counter-1"
 
 One member actor per eligible node (``herd.supervisors.dynamic.member``) owns the children placed
 there; the registry record of each child is the single source of truth for its owner and its
@@ -13,13 +13,17 @@ superseded); quorum is counted over a static member list; specs live once in the
 not in a full-mesh CRDT on every node.
 
 ``start_child`` is safe to call from several threads at once (the spawn benchmark does).
+
+Once the supervisor has stopped -- ``stop()``, or a child exceeded its restart budget with
+``on_exhausted="escalate"`` -- every call on it (and ``DynamicSupervisor.get``) raises
+``SupervisorStopped`` with the reason; ``stopped_reason()`` says it without raising.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,20 +33,16 @@ from ray.exceptions import RayActorError, RayTaskError
 from herd.platform import rpc
 from herd.platform.control_plane import require_ray
 from herd.platform.errors import HerdError, HerdTimeoutError, NoQuorum
+from herd.platform.gcs import NodeInfo
 from herd.platform.logging import get_logger
-from herd.platform.membership import Membership, NodeInfo
 from herd.platform.waiting import time_left
 from herd.registry import Registration, Registry
 from herd.registry.errors import EpochConflict, NotRegistered
 from herd.supervisors.dynamic import records
-from herd.supervisors.dynamic.member import ensure_member, member_handle
-from herd.supervisors.dynamic.spec import (
-    DynamicChildInfo,
-    DynamicSupervisorSpec,
-    check_child_spec,
-    member_of,
-    requirements_of,
-)
+from herd.supervisors.dynamic.child_record import ChildRecord, child_name
+from herd.supervisors.dynamic.handles import MemberHandles
+from herd.supervisors.dynamic.member import member_handle
+from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec, check_child_spec
 from herd.supervisors.errors import (
     ChildAlreadyStarted,
     ChildNotFound,
@@ -52,6 +52,7 @@ from herd.supervisors.errors import (
     SupervisorStopped,
 )
 from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.strategies import member_of, requirements_of
 
 log = get_logger("herd.dynamic")
 
@@ -62,16 +63,14 @@ DRAIN_POLL_S = 0.1
 
 
 class DynamicSupervisor:
-    """Handle of a running dynamic supervisor (picklable: it is just the name)."""
+    """Handle of a dynamic supervisor (picklable: it is just the name)."""
 
     def __init__(self, config: DynamicSupervisorSpec) -> None:
         self.name = config.name
         self.config = config
         self.strategy = config.strategy()
         self.registry = Registry.start(config.registry)
-        self._membership: Membership | None = None
-        self._members: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._handles = MemberHandles(config.name)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (DynamicSupervisor.get, (self.name,))
@@ -88,8 +87,8 @@ class DynamicSupervisor:
               reconcile_interval_s: float = 1.0, timeout: float | None = None
               ) -> DynamicSupervisor:
         """Start (or get, when one with the same settings runs) the supervisor ``name`` with
-        one member on every eligible node. A supervisor of that name that has stopped (e.g.
-        escalated) is cleared away first: its members, records and state."""
+        one member on every node ``members`` admits. A supervisor of that name that has
+        stopped (e.g. escalated) is cleared away first: its members, records and state."""
         config = DynamicSupervisorSpec.build(
             name=name, members=members, distribution=distribution,
             redistribution=redistribution, max_restarts=max_restarts, max_seconds=max_seconds,
@@ -104,34 +103,50 @@ class DynamicSupervisor:
                 raise SupervisorError(f"dynamic supervisor {name!r} is already running with "
                                       f"other settings; stop it first")
             config = existing
-        else:
-            if existing is not None:
-                cls(existing)._clear(timeout)
+        supervisor = cls(config)
+        nodes = supervisor._handles.nodes(timeout=time_left(deadline))
+        if not config.eligible(nodes):
+            raise PlacementError(f"no live node matches members={config.members!r}")
+        if config is not existing:
+            # Whatever an earlier supervisor of this name left (members, records, state).
+            cls(existing or config)._clear(time_left(deadline))
             records.forget(name)
             records.save_config(config)
-        supervisor = cls(config)
-        nodes = supervisor._eligible_nodes()
-        if not nodes:
-            raise PlacementError(f"no live node matches members={config.members!r}")
-        refs = [supervisor._member(node.node_id).start.remote() for node in nodes]
-        rpc.get(refs, timeout=max(1.0, deadline - time.monotonic()),
+        refs = [supervisor._handles.get(n.node_id).start.remote() for n in config.hosts(nodes)]
+        rpc.get(refs, timeout=max(1.0, time_left(deadline)),
                 what=f"members of {name!r} starting")
-        log.info("dynamic_supervisor_started", supervisor=name, members=len(nodes),
+        log.info("dynamic_supervisor_started", supervisor=name, members=len(refs),
                  distribution=config.distribution)
         return supervisor
 
     @classmethod
-    def get(cls, name: str) -> DynamicSupervisor:
+    def get(cls, name: str, *, include_stopped: bool = False) -> DynamicSupervisor:
+        """The supervisor ``name``. ``SupervisorStopped`` (with the reason) if it has stopped
+        after an escalation, unless ``include_stopped`` (to ``stop()`` it and clear it away);
+        ``SupervisorError`` if there is none."""
         require_ray()
-        config = records.load_config(name)
+        config, stopped = records.load_state(name)
         if config is None:
-            raise SupervisorError(f"no dynamic supervisor named {name!r}")
+            raise SupervisorError(f"no dynamic supervisor named {name!r} is running")
+        if stopped is not None and not include_stopped:
+            raise SupervisorStopped(f"dynamic supervisor {name!r} has stopped: {stopped}")
         return cls(config)
+
+    def stopped_reason(self) -> str | None:
+        """Why the supervisor stopped (e.g. which child exceeded which restart intensity), or
+        None while it runs."""
+        config, stopped = records.load_state(self.name)
+        if stopped is None and config is None:
+            return "stopped"
+        if config is not None:
+            self.config = config
+        return stopped
 
     # ---------------------------------------------------------------------------- children
     def start_child(self, spec: ChildSpec | dict[str, Any],
                     timeout: float | None = None) -> DynamicChildInfo:
-        """Place the child with the distribution strategy and start it on that member's node.
+        """Place the child with the distribution strategy and start it on that member's node;
+        it is registered as ``<supervisor>/<id>`` (``DynamicChildInfo.name``).
 
         Raises ``PlacementError`` at once when no member satisfies its labels/resources,
         ``NoQuorum`` without quorum, ``ChildAlreadyStarted`` for a taken id,
@@ -146,58 +161,61 @@ class DynamicSupervisor:
         if self.config.max_children is not None and len(regs) >= self.config.max_children:
             raise SupervisorError(f"{self.name!r} already has max_children="
                                   f"{self.config.max_children} children")
-        requirements = requirements_of(child)
         owner = self._choose(child, regs)
-        meta = records.child_meta(self.name, owner, child, requirements,
-                                  start_by=time.time() + wait_s)
+        record = ChildRecord(sup=self.name, child_id=child.id, owner=owner,
+                             restart=child.restart, start_by=time.time() + wait_s,
+                             requirements=requirements_of(child))
         try:
-            reg = self.registry.compare_and_set(child.id, 0, meta=meta, on_holder_death="clear",
+            reg = self.registry.compare_and_set(record.name, 0, meta=record.to_meta(),
+                                                on_holder_death="clear",
                                                 timeout=time_left(deadline))
         except EpochConflict:
             raise ChildAlreadyStarted(child.id) from None
+        record = ChildRecord.from_registration(reg)
         records.save_spec(self.name, child)
         log.info("child_placed", supervisor=self.name, child_id=child.id, node_id=owner[:12])
         try:
-            return rpc.get(self._member(owner).start_owned.remote(reg, child),
+            return rpc.get(self._handles.get(owner).start_owned.remote(record, child),
                            timeout=time_left(deadline), what=f"start_child {child.id!r}")
         except RayTaskError as exc:
-            raise _cause(exc) from None
-        except RayActorError:  # the owner's node died meanwhile: a survivor fails it over
-            self._forget_member(owner)
-            return self._await_running(child.id, deadline)
+            raise _cause(exc) from None  # the member removed the record
+        except RayActorError:  # its member is gone: stopped, or its node died meanwhile
+            self._handles.forget(owner)
+            if self.stopped_reason() is not None:
+                self._abandon(record)
+                self._check_running()
+            return self._await_running(child.id, deadline)  # a survivor fails it over
         except HerdTimeoutError:
             # Its member did not answer in time. Remove the record unless the child got
             # registered meanwhile; a start still in flight then finds it gone and stops.
-            try:
-                self.registry.unregister(child.id, epoch=reg.epoch)
-            except EpochConflict:  # it changed: started (or being failed over) after all
+            if not self._abandon(record):  # it changed: started (or failed over) after all
                 return records.info_from(self._record(child.id, None))
-            records.delete_spec(self.name, child.id)
             raise StartChildError(f"child {child.id!r} did not start within {wait_s:.1f} s"
                                   ) from None
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop the child (its ``terminate`` hook within its shutdown time) and forget it."""
-        reg = self._record(child_id, timeout)
-        owner = reg.meta["owner"]
-        if owner in {n.node_id for n in self._membership_client().nodes(timeout=timeout)}:
+        self._check_running()
+        record = self._record(child_id, timeout)
+        if record.owner in self._handles.live_ids(timeout):
             try:
-                rpc.get(self._member(owner).terminate.remote(child_id), timeout=timeout,
+                rpc.get(self._handles.get(record.owner).terminate.remote(child_id), timeout=timeout,
                         what=f"terminate_child {child_id!r}")
                 return
             except RayTaskError as exc:
                 raise _cause(exc) from None
             except RayActorError:
-                self._forget_member(owner)
+                self._handles.forget(record.owner)
         # Its member is gone with its node: only the record is left.
-        self.registry.unregister(child_id, timeout=timeout)
+        self.registry.remove(record.name, timeout=timeout)
         records.delete_spec(self.name, child_id)
 
     def restart_child(self, child_id: str, timeout: float | None = None) -> DynamicChildInfo:
         """Stop the child and start a new incarnation of it on its current node."""
-        reg = self._record(child_id, timeout)
+        self._check_running()
+        record = self._record(child_id, timeout)
         try:
-            info = rpc.get(self._member(reg.meta["owner"]).restart.remote(child_id),
+            info = rpc.get(self._handles.get(record.owner).restart.remote(child_id),
                            timeout=timeout, what=f"restart_child {child_id!r}")
         except RayTaskError as exc:
             raise _cause(exc) from None
@@ -209,7 +227,8 @@ class DynamicSupervisor:
         return info
 
     def which_children(self, timeout: float | None = None) -> list[DynamicChildInfo]:
-        live = {node.node_id for node in self._membership_client().nodes(timeout=timeout)}
+        self._check_running()
+        live = self._handles.live_ids(timeout)
         return [records.info_from(reg, live) for reg in self._records(timeout)]
 
     def count_children(self, timeout: float | None = None) -> dict[str, int]:
@@ -222,12 +241,14 @@ class DynamicSupervisor:
 
     def given_up(self) -> dict[str, dict[str, Any]]:
         """Children removed after exceeding their restart budget, with the last reason."""
+        self._check_running()
         return records.given_up(self.name)
 
     # ----------------------------------------------------------------------------- members
     def members(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The members that own children (draining ones included, and marked)."""
+        self._check_running()
         loads = self._loads(self._records(timeout))
-        self.config = records.load_config(self.name) or self.config
         out = []
         for node in self._eligible_nodes(include_draining=True):
             out.append({"node_id": node.node_id, "region": node.region, "zone": node.zone,
@@ -237,6 +258,7 @@ class DynamicSupervisor:
         return out
 
     def has_quorum(self) -> bool:
+        self._check_running()
         return self.strategy.has_quorum([member_of(n) for n in self._eligible_nodes()])
 
     def wait_for_quorum(self, timeout: float) -> None:
@@ -252,19 +274,19 @@ class DynamicSupervisor:
         stop placing children there. Raises ``HerdTimeoutError`` naming the children still
         there (or not yet running elsewhere) at the deadline."""
         deadline = time.monotonic() + timeout
+        self._check_running()
         if node_id not in {n.node_id for n in self._eligible_nodes(include_draining=True)}:
             raise SupervisorError(f"node {node_id[:12]} runs no member of {self.name!r}")
-        moving = {r.key for r in self._records(timeout) if r.meta["owner"] == node_id}
-        config = records.load_config(self.name) or self.config
-        if node_id not in config.draining:
-            config = config.model_copy(update={"draining": (*config.draining, node_id)})
-            records.save_config(config)
-        self.config = config
+        moving = {r.key for r in self._records(timeout) if _owner(r) == node_id}
+        if node_id not in self.config.draining:
+            self.config = self.config.model_copy(
+                update={"draining": (*self.config.draining, node_id)})
+            records.save_config(self.config)
         self._poke_members()
         while True:
             current = {r.key: r for r in self._records(time_left(deadline))}
             left = sorted(key for key in moving if key in current and (
-                current[key].meta["owner"] == node_id or current[key].handle is None))
+                _owner(current[key]) == node_id or current[key].handle is None))
             if not left:
                 log.info("node_drained", supervisor=self.name, node_id=node_id[:12],
                          moved=len(moving))
@@ -276,17 +298,22 @@ class DynamicSupervisor:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every child (newest first on each member), the members, and forget the
-        supervisor's records."""
+        supervisor's records. Every later call on it raises ``SupervisorStopped``."""
         records.mark_stopped(self.name, "stopped")
         self._clear(timeout)
         records.forget(self.name)
         log.info("dynamic_supervisor_stopped", supervisor=self.name)
 
     # ---------------------------------------------------------------------------- internals
+    def _check_running(self) -> None:
+        """``SupervisorStopped`` with the reason once the supervisor has stopped."""
+        reason = self.stopped_reason()
+        if reason is not None:
+            raise SupervisorStopped(f"dynamic supervisor {self.name!r} has stopped: {reason}")
+
     def _clear(self, timeout: float | None) -> None:
         """Stop the children and members of a supervisor marked stopped; drop its records."""
-        handles = [h for h in (member_handle(self.name, n.node_id)
-                               for n in self._membership_client().nodes(timeout=timeout)) if h]
+        handles = self._handles.running(timeout)
         refs = [h.stop_all.remote() for h in handles]
         try:
             ready, _ = ray.wait(refs, num_returns=len(refs),
@@ -297,45 +324,37 @@ class DynamicSupervisor:
         finally:
             for handle in handles:  # their children share their fate
                 ray.kill(handle, no_restart=True)
+            self._handles.forget()
             for reg in self._records(timeout):
-                self.registry.unregister(reg.key, timeout=timeout)
+                self.registry.remove(reg.key, timeout=timeout)
 
-    def _membership_client(self) -> Membership:
-        if self._membership is None:
-            self._membership = Membership.start()
-        return self._membership
-
-    def _member(self, node_id: str) -> Any:
-        with self._lock:
-            handle = self._members.get(node_id)
-        if handle is None:
-            handle = member_handle(self.name, node_id) or ensure_member(self.name, node_id)
-            with self._lock:
-                self._members[node_id] = handle
-        return handle
-
-    def _forget_member(self, node_id: str) -> None:
-        with self._lock:
-            self._members.pop(node_id, None)
+    def _abandon(self, record: ChildRecord) -> bool:
+        """Remove a record this driver created, unless it changed since; and the spec."""
+        try:
+            self.registry.remove(record.name, epoch=record.epoch)
+        except EpochConflict:
+            return False
+        records.delete_spec(self.name, record.child_id)
+        return True
 
     def _eligible_nodes(self, include_draining: bool = False) -> list[NodeInfo]:
-        return [n for n in self._membership_client().nodes()
-                if n.alive and self.config.admits_node(n.labels)
-                and (include_draining or n.node_id not in self.config.draining)]
+        return self.config.eligible(self._handles.nodes(), include_draining)
 
     def _records(self, timeout: float | None) -> list[Registration]:
-        return self.registry.select(meta={records.SUP_META: self.name}, timeout=timeout)
+        regs = self.registry.select(**records.select_filter(self.name), timeout=timeout)
+        return [reg for reg in regs if ChildRecord.is_record_of(reg, self.name)]
 
-    def _record(self, child_id: str, timeout: float | None) -> Registration:
-        reg = self.registry.entry(child_id, fresh=True, timeout=timeout)
-        if reg is None or reg.meta.get(records.SUP_META) != self.name:
+    def _record(self, child_id: str, timeout: float | None) -> ChildRecord:
+        reg = self.registry.entry(child_name(self.name, child_id), fresh=True, timeout=timeout)
+        if reg is None or not ChildRecord.is_record_of(reg, self.name):
             raise ChildNotFound(f"no child {child_id!r} under {self.name!r}")
-        return reg
+        return ChildRecord.from_registration(reg)
 
     def _await_running(self, child_id: str, deadline: float) -> DynamicChildInfo:
         """The child once a member runs it (after its first owner died while starting it)."""
         try:
-            reg = self.registry.wait_for(child_id, timeout=time_left(deadline))
+            reg = self.registry.wait_for(child_name(self.name, child_id),
+                                         timeout=time_left(deadline))
         except NotRegistered:
             raise StartChildError(f"child {child_id!r} did not start in time: its node died "
                                   f"and no survivor started it") from None
@@ -343,25 +362,20 @@ class DynamicSupervisor:
 
     @staticmethod
     def _loads(regs: Iterable[Registration]) -> dict[str, int]:
-        loads: dict[str, int] = {}
-        for reg in regs:
-            loads[reg.meta["owner"]] = loads.get(reg.meta["owner"], 0) + 1
-        return loads
+        return dict(Counter(_owner(reg) for reg in regs))
 
     def _choose(self, child: ChildSpec, regs: list[Registration]) -> str:
         loads = self._loads(regs)
         members = [member_of(n, loads.get(n.node_id, 0)) for n in self._eligible_nodes()]
         return self.strategy.choose(child.id, members, requirements_of(child)).id
 
-    def _check_running(self) -> None:
-        reason = records.stopped_reason(self.name)
-        if reason is not None:
-            raise SupervisorStopped(f"dynamic supervisor {self.name!r} has stopped: {reason}")
-
     def _poke_members(self) -> None:
-        for node in self._eligible_nodes(include_draining=True):
-            self._member(node.node_id).reconcile_now.remote()
+        for node in self.config.hosts(self._handles.nodes()):
+            self._handles.get(node.node_id).reconcile_now.remote()
 
+
+def _owner(reg: Registration) -> str:
+    return ChildRecord.from_registration(reg).owner
 
 
 def _cause(exc: RayTaskError) -> HerdError:

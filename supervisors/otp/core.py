@@ -14,7 +14,9 @@ Semantics, as in ``supervisor.erl``:
   ``shutdown:<detail>``); ``temporary`` never restarts and is forgotten. A ``transient`` child
   that exited normally keeps its spec (``restart_child`` can start it again).
 * each restart is counted (:class:`RestartIntensity`); exceeding the intensity stops the
-  supervisor with reason ``shutdown`` after terminating all children in reverse order.
+  supervisor with reason ``shutdown`` after terminating all children in reverse order. The
+  core says so with a :class:`Stop` that also tells what happened (OTP's error report:
+  ``reached_max_restart_intensity``, which child, the intensity).
 * ``one_for_all`` / ``rest_for_one`` terminate the affected siblings in reverse start order, then
   start them again in order; temporary siblings are terminated and forgotten, never restarted.
 * a restart whose start fails marks the child ``restarting`` and queues a retry; the retry is a
@@ -57,7 +59,7 @@ from herd.supervisors.otp.exit import KILLED, SHUTDOWN, is_normal
 from herd.supervisors.otp.intensity import RestartIntensity
 from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec, check_significant
 
-__all__ = ["Child", "ChildStatus", "Runner", "SupervisorCore"]
+__all__ = ["Child", "ChildStatus", "Runner", "Stop", "SupervisorCore"]
 
 log = get_logger("herd.supervisors.otp.core")
 
@@ -75,6 +77,19 @@ class Runner(Protocol[R]):
     async def stop(self, spec: ChildSpec, running: R) -> str:
         """Stop a running child per ``spec.shutdown``; return its exit reason."""
         ...
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The core's decision that its supervisor must stop: the exit reason its watchers get, and
+    what happened, for people (``str(stop)``: ``"shutdown: reached_max_restart_intensity
+    (child 'db' exited with reason 'killed'; 4 restarts within 5 s, max_restarts=3)"``)."""
+
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 @dataclass(eq=False)
@@ -122,7 +137,7 @@ class SupervisorCore(Generic[R]):
                 self._log.error("start_error", child_id=spec.id, reason=str(exc))
                 await self.terminate_all()
                 raise StartChildError(f"supervisor {self.name!r}: failed to start child "
-                                      f"{spec.id!r}: {exc}") from None
+                                      f"{spec.id!r}: {exc}") from exc.__cause__
             self.children.append(Child(spec, running))
             self._log.info("child_started", child_id=spec.id)
 
@@ -167,46 +182,51 @@ class SupervisorCore(Generic[R]):
         await self._terminate_children(list(reversed(self.children)))
 
     # ------------------------------------------------------------------ exits and restarts
-    async def child_exited(self, running: R, reason: str) -> str | None:
-        """A child's incarnation ``running`` exited with ``reason``. Returns ``"shutdown"`` when
-        the supervisor must now stop (intensity exceeded, or auto_shutdown), else None. Exits of
-        incarnations that are no longer current (the supervisor stopped them) are ignored."""
+    async def child_exited(self, running: R, reason: str) -> Stop | None:
+        """A child's incarnation ``running`` exited with ``reason``. Returns a :class:`Stop`
+        (reason ``"shutdown"``) when the supervisor must now stop (intensity exceeded, or
+        auto_shutdown), else None. Exits of incarnations that are no longer current (the
+        supervisor stopped them) are ignored."""
         child = next((c for c in self.children if c.running is running), None)
         if child is None:
             return None
         child.running = None
         if child.spec.restart == "permanent":
             self._log.error("child_terminated", child_id=child.id, reason=reason)
-            return await self._restart(child)
+            return await self._restart(child, f"exited with reason {reason!r}")
         if is_normal(reason):
             self._log.info("child_exited", child_id=child.id, reason=reason)
             self._del_child(child)
-            return self._auto_shutdown(child)
+            return self._auto_shutdown(child, reason)
         self._log.error("child_terminated", child_id=child.id, reason=reason)
         if child.spec.restart == "transient":
-            return await self._restart(child)
+            return await self._restart(child, f"exited with reason {reason!r}")
         self._del_child(child)
-        return self._auto_shutdown(child)
+        return self._auto_shutdown(child, reason)
 
-    async def try_again(self, child_id: str) -> str | None:
+    async def try_again(self, child_id: str) -> Stop | None:
         """Retry the restart of a child whose restart failed (if it is still waiting for one)."""
         child = self._find(child_id)
         if child is None or not child.restarting:
             return None
-        return await self._restart(child)
+        return await self._restart(child, "failed to restart")
 
     def take_retries(self) -> list[str]:
         """Ids whose restart failed during the last operation, to be retried as new operations."""
         retries, self._retries = self._retries, []
         return retries
 
-    async def _restart(self, child: Child[R]) -> str | None:
+    async def _restart(self, child: Child[R], what: str) -> Stop | None:
+        """Restart ``child`` (which ``what``: "exited with reason 'killed'") per the strategy,
+        unless this restart exceeds the intensity."""
         if not self.intensity.add():
+            limit = self.intensity
             self._log.error("reached_max_restart_intensity", child_id=child.id,
-                            max_restarts=self.intensity.max_restarts,
-                            max_seconds=self.intensity.max_seconds)
+                            max_restarts=limit.max_restarts, max_seconds=limit.max_seconds)
             self._del_child(child)
-            return SHUTDOWN
+            return Stop(SHUTDOWN, f"reached_max_restart_intensity (child {child.id!r} {what}; "
+                                  f"{limit.recent()} restarts within {limit.max_seconds:g} s, "
+                                  f"max_restarts={limit.max_restarts})")
         if self.strategy == "one_for_one":
             await self._start_group([child])
         elif self.strategy == "rest_for_one":
@@ -233,14 +253,15 @@ class SupervisorCore(Generic[R]):
             child.restarting = False
             self._log.info("child_restarted", child_id=child.id)
 
-    def _auto_shutdown(self, child: Child[R]) -> str | None:
+    def _auto_shutdown(self, child: Child[R], reason: str) -> Stop | None:
         if self.auto_shutdown == "never" or not child.spec.significant:
             return None
         if self.auto_shutdown == "all_significant" and any(
                 c.spec.significant and c.status != "undefined" for c in self.children):
             return None
         self._log.info("auto_shutdown", child_id=child.id, auto_shutdown=self.auto_shutdown)
-        return SHUTDOWN
+        return Stop(SHUTDOWN, f"auto_shutdown (significant child {child.id!r} exited with reason "
+                              f"{reason!r}; auto_shutdown={self.auto_shutdown})")
 
     # ------------------------------------------------------------------ helpers
     async def _terminate_children(self, children: list[Child[R]]) -> None:
@@ -255,7 +276,8 @@ class SupervisorCore(Generic[R]):
             return
         child.running = None
         reason = await self.runner.stop(child.spec, running)
-        expected = (reason == SHUTDOWN or (reason == KILLED and child.spec.shutdown == "brutal_kill")
+        expected = (reason == SHUTDOWN
+                    or (reason == KILLED and child.spec.shutdown == "brutal_kill")
                     or (child.spec.restart != "permanent" and is_normal(reason)))
         if not expected:
             self._log.error("shutdown_error", child_id=child.id, reason=reason)

@@ -15,6 +15,7 @@ call then returns the reason, and the supervisor ends the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -62,10 +63,9 @@ class ExitSignal:
             self._on_set()
         self._event.set()
         for loop, future in waiters:
-            try:
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future, reason)
-            except RuntimeError:  # that waiter's loop is closed: nobody is waiting there
-                pass
         return True
 
     def wait(self) -> str:
@@ -94,7 +94,8 @@ _current: ExitSignal | None = None
 
 
 def install_signal(signal: ExitSignal) -> None:
-    """Make ``signal`` the one ``exit()`` sets in this process (one supervised actor per process)."""
+    """Make ``signal`` the one ``exit()`` sets in this process (one supervised actor per
+    process)."""
     global _current
     _current = signal
 

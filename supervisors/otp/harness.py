@@ -14,8 +14,9 @@ subclasses the user's class and adds:
   shutdown signal is handled after the current message: it calls the user's optional
   ``terminate(reason)`` hook (sync or ``async``), then ends the child with ``reason``.
 * ``READY_METHOD()`` in ``MONITOR_GROUP``: the child's pid and node id, once its constructor
-  has returned. Supervisors answer it too; ``watch_child`` uses it to know that a monitor call
-  sent just before has reached the child.
+  has returned; a ``StartChildError`` if the constructor raised (the harness catches it, see
+  ``_constructor_failed``). Supervisors answer it too; ``watch_child`` uses it to know that a
+  monitor call sent just before has reached the child.
 
 A sync class stays sync: only classes with an ``async def`` method get async harness methods.
 ``herd.supervisors.otp.exit(reason)`` works in the constructor and in every method. Every herd child
@@ -36,8 +37,10 @@ from herd.platform import rpc
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.registry.sync import stop_cache_sync
+from herd.supervisors.errors import StartChildError
+from herd.supervisors.otp.classes import resolve_actor
 from herd.supervisors.otp.exit import ExitSignal, current_signal, install_signal
-from herd.supervisors.otp.spec import resolve_actor
+from herd.supervisors.otp.start_failure import one_line
 
 __all__ = ["MONITOR_THREADS", "READY_METHOD", "STOP_METHOD", "make_child_class", "ready_info",
            "watch_child"]
@@ -50,6 +53,8 @@ MONITOR_THREADS = 16
 MONITOR_COROUTINES = 1000
 
 _classes: dict[Any, ActorClass] = {}
+#: The error of this process's child constructor, if it raised (one child per process).
+_start_error: StartChildError | None = None
 
 
 def ready_info() -> dict[str, Any]:
@@ -102,7 +107,10 @@ def _call_hook(instance: Any, reason: str) -> Any:
 def _subclass(user_cls: type, is_async: bool) -> type:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         install_signal(ExitSignal(on_set=stop_cache_sync))
-        user_cls.__init__(self, *args, **kwargs)
+        try:
+            user_cls.__init__(self, *args, **kwargs)
+        except Exception as exc:
+            _constructor_failed(exc)
 
     if is_async:
         @ray.method(concurrency_group=MONITOR_GROUP)
@@ -111,7 +119,7 @@ def _subclass(user_cls: type, is_async: bool) -> type:
 
         @ray.method(concurrency_group=MONITOR_GROUP)
         async def ready(self: Any) -> dict[str, Any]:
-            return ready_info()
+            return _ready()
 
         async def stop(self: Any, reason: str) -> str:
             signal = _signal()
@@ -131,7 +139,7 @@ def _subclass(user_cls: type, is_async: bool) -> type:
 
         @ray.method(concurrency_group=MONITOR_GROUP)
         def ready(self: Any) -> dict[str, Any]:
-            return ready_info()
+            return _ready()
 
         def stop(self: Any, reason: str) -> str:
             signal = _signal()
@@ -144,6 +152,28 @@ def _subclass(user_cls: type, is_async: bool) -> type:
                  STOP_METHOD: stop, "__module__": user_cls.__module__,
                  "__qualname__": user_cls.__qualname__, "__doc__": user_cls.__doc__}
     return type(user_cls.__name__, (user_cls,), namespace)
+
+
+def _constructor_failed(exc: Exception) -> None:
+    """Keep the error of a constructor that raised for the ready call, and let ``__init__``
+    return. Ray aborts the process of a threaded or async actor whose constructor raises
+    (``*** SIGABRT received`` and a C++ stack trace in its log: the core worker is destroyed
+    with its thread pools still running), and every harnessed child is threaded (it has a
+    concurrency group). Its supervisor kills the process once the ready call has failed,
+    which ends it quietly, as Ray ends a plain actor whose constructor raised."""
+    global _start_error
+    log.debug("constructor_failed", exc_info=exc)
+    message = one_line(str(exc))
+    error = StartChildError(f"its constructor raised {type(exc).__name__}"
+                            + (f": {message}" if message else ""))
+    error.__cause__ = exc
+    _start_error = error
+
+
+def _ready() -> dict[str, Any]:
+    if _start_error is not None:
+        raise _start_error
+    return ready_info()
 
 
 def _signal() -> ExitSignal:

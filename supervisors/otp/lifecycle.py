@@ -22,21 +22,23 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD
 from herd.supervisors.errors import StartChildError
 from herd.supervisors.otp.exit import KILLED, SHUTDOWN
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, make_child_class
 from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.otp.start_failure import describe, one_line, timed_out
 
-__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "shutdown", "spawn",
-           "start_worker", "watch"]
+__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "fail_start",
+           "shutdown", "spawn", "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.otp.lifecycle")
 
@@ -46,7 +48,6 @@ KILL_CONFIRM_S = 10.0
 EXIT_GRACE_S = 1.0
 #: Pause before re-issuing a monitor call that failed with ``ActorUnavailableError``.
 UNAVAILABLE_RETRY_S = 0.1
-_MAX_ERROR_CHARS = 600
 
 _background: set[asyncio.Task[Any]] = set()
 
@@ -79,35 +80,57 @@ def child_options(spec: ChildSpec) -> dict[str, Any]:
 async def start_worker(spec: ChildSpec) -> Incarnation:
     """Create the actor of a worker child and wait until its constructor has returned.
 
-    Raises ``StartChildError`` (and leaves nothing running) when the constructor raises or the
-    child is not up within ``spec.start_timeout`` (e.g. no node satisfies its options)."""
-    actor_cls = make_child_class(spec.actor)
-    handle = actor_cls.options(**child_options(spec)).remote(*spec.args, **spec.kwargs)
-    return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(), spec.start_timeout)
+    Raises ``StartChildError`` with a one-line reason (and leaves nothing running) whatever
+    stops it: its class cannot be imported, its constructor raises, Ray cannot create or place
+    it, or it is not up within ``spec.start_timeout``."""
+    try:
+        actor_cls = make_child_class(spec.actor)
+        options = child_options(spec)
+        handle = actor_cls.options(**options).remote(*spec.args, **spec.kwargs)
+    except Exception as exc:
+        fail_start(spec.id, exc)
+    return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(),
+                       spec.start_timeout, {**actor_cls._default_options, **options})
 
 
-async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any,
-                timeout_s: float) -> Incarnation:
+async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any, timeout_s: float,
+                options: dict[str, Any]) -> Incarnation:
     """Watch a freshly created herd child: wait for ``ready_ref`` (its ready/init call) and
-    start the monitor. Kills the actor and raises ``StartChildError`` if it does not come up."""
+    start the monitor. Kills the actor and raises ``StartChildError`` if it does not come up
+    (``options``: its Ray options, to say why when it could not be placed)."""
     monitor_ref = getattr(handle, MONITOR_METHOD).remote()
     try:
         info = await asyncio.wait_for(_await(ready_ref), timeout_s)
-    except (asyncio.TimeoutError, RayActorError, RayTaskError) as exc:
+    except Exception as exc:
+        state = (await _actor_state(handle)
+                 if isinstance(exc, asyncio.TimeoutError) else None)
         ray.kill(handle, no_restart=True)
         spawn(_drain(monitor_ref))
         if isinstance(exc, asyncio.TimeoutError):
-            why = (f"did not start within {timeout_s:.1f} s (no node satisfies its options, or "
-                   f"its constructor is slow)")
-        else:  # the constructor raised, or a nested supervisor's own start failed
-            cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
-            why = f"failed to start: {_short(cause)}"
-        raise StartChildError(f"child {child_id!r} {why}") from None
+            raise StartChildError(f"child {child_id!r} "
+                                  f"{timed_out(timeout_s, state, options)}") from None
+        fail_start(child_id, exc)
     loop = asyncio.get_running_loop()
     incarnation = Incarnation(handle=handle, info=dict(info or {}),
                               reported=loop.create_future(), exited=loop.create_future())
     spawn(watch(incarnation, monitor_ref))
     return incarnation
+
+
+def fail_start(child_id: str, exc: BaseException) -> NoReturn:
+    """Raise the ``StartChildError`` for ``exc``: one line saying why, and as its cause the
+    original exception where there is one (e.g. what the constructor raised)."""
+    why, cause = describe(exc)
+    raise StartChildError(f"child {child_id!r} failed to start: {why}") from cause
+
+
+async def _actor_state(handle: ActorHandle) -> str | None:
+    """The actor's state in the GCS (None if it cannot be read)."""
+    try:
+        return (await actor_status(handle._actor_id.hex())).state
+    except Exception as exc:  # only used to word an error: never fail because of it
+        log.debug("actor_state_unknown", error=repr(exc))
+        return None
 
 
 async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
@@ -123,7 +146,7 @@ async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
             reason = KILLED
             break
         except RayActorError as exc:
-            reason = f"error: {_short(exc)}"
+            reason = f"error: {one_line(str(exc))}"
             break
     _resolve(incarnation.reported, reason)
     if reason != KILLED:
@@ -189,9 +212,3 @@ async def _drain(ref: Any) -> None:
     """Collect a call's result so Ray does not report an unhandled error for it."""
     with contextlib.suppress(RayActorError):
         await ref
-
-
-def _short(exc: BaseException) -> str:
-    """An error on one line, keeping its end (where Ray puts the user's exception)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= _MAX_ERROR_CHARS else "..." + text[-(_MAX_ERROR_CHARS - 3):]

@@ -2,13 +2,12 @@
 
 A supervisor registers each incarnation it starts (so ``via("<supervisor>/<id>")`` finds the
 current one) and unregisters it when it stops or exits, before a replacement registers; the
-registry also drops the names of a child it sees die. Calls to the (blocking) registry client run
-in a worker thread so the supervisor's event loop keeps serving its children.
+registry also drops the names of a child it sees die. The registry is reached through its asyncio
+client (``AsyncRegistry``), so the supervisor's event loop keeps serving its children meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +15,7 @@ from ray.exceptions import RayError
 
 from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
-from herd.registry import Registry
+from herd.registry import AsyncRegistry
 
 __all__ = ["ChildNames"]
 
@@ -29,7 +28,7 @@ class ChildNames:
     def __init__(self, supervisor: str, registry: str | None) -> None:
         self.supervisor = supervisor
         self.registry = registry
-        self._client: Any = None
+        self._client: AsyncRegistry | None = None
 
     def key(self, child_id: str) -> str:
         return f"{self.supervisor}/{child_id}"
@@ -40,29 +39,32 @@ class ChildNames:
             return
         meta = {"supervisor": self.supervisor, "child_id": child_id, **info}
         registry = await self._registry()
-        await asyncio.to_thread(registry.register, self.key(child_id), handle, meta)
+        await registry.register(self.key(child_id), handle, meta)
 
     async def unregister(self, child_id: str, handle: Any) -> None:
         """Drop the child's name if ``handle`` still holds it. Best effort: a failure is
         logged, not raised (the registry also drops the names of holders it sees end)."""
-        await self._drop(child_id, handle)
-
-    async def clear(self, child_ids: Iterable[str]) -> None:
-        """Drop these names whoever holds them (best effort): after Ray restarted a root
-        supervisor, the holders are the children of its previous process, which died with it."""
-        for child_id in child_ids:
-            await self._drop(child_id, None)
-
-    async def _drop(self, child_id: str, handle: Any) -> None:
         if self.registry is None:
             return
         try:
             registry = await self._registry()
-            await asyncio.to_thread(registry.unregister, self.key(child_id), handle)
+            await registry.unregister(self.key(child_id), handle)
         except (HerdError, RayError) as exc:
             log.warning("unregister_failed", key=self.key(child_id), error=repr(exc))
 
-    async def _registry(self) -> Any:
+    async def clear(self, child_ids: Iterable[str]) -> None:
+        """Remove these names whoever holds them (best effort): after Ray restarted a root
+        supervisor, the holders are the children of its previous process, which died with it."""
+        if self.registry is None:
+            return
+        for child_id in child_ids:
+            try:
+                registry = await self._registry()
+                await registry.remove(self.key(child_id))
+            except (HerdError, RayError) as exc:
+                log.warning("remove_failed", key=self.key(child_id), error=repr(exc))
+
+    async def _registry(self) -> AsyncRegistry:
         if self._client is None:
-            self._client = await asyncio.to_thread(Registry.start, self.registry)
+            self._client = await AsyncRegistry.start(self.registry or "default")
         return self._client

@@ -12,7 +12,9 @@ monitor calls return the reason; its parent then ends its process.
 A root supervisor is ``durable``: detached, named ``herd/sup/<name>``, ``max_restarts=-1``, and its
 spec (flags and the current child specs) is written through to the GCS KV store. When Ray restarts
 its process (the process or its node died), it reads the spec back and starts its children again.
-When it stops on purpose it deletes the spec and exits, so Ray does not restart it.
+When it stops on purpose it deletes the spec, records why it stopped (``stopped_key``: read by
+``Supervisor.stopped_reason`` after the actor is gone, cleared when the name is started afresh)
+and exits, so Ray does not restart it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.supervisors.errors import StartChildError, SupervisorStopped
-from herd.supervisors.otp.core import Child, SupervisorCore
+from herd.supervisors.otp.core import Child, Stop, SupervisorCore
 from herd.supervisors.otp.exit import SHUTDOWN, ExitSignal
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, ready_info
 from herd.supervisors.otp.info import ChildInfo
@@ -38,6 +40,7 @@ from herd.supervisors.otp.lifecycle import (
     Incarnation,
     adopt,
     child_options,
+    fail_start,
     shutdown,
     spawn,
     start_worker,
@@ -45,12 +48,13 @@ from herd.supervisors.otp.lifecycle import (
 from herd.supervisors.otp.naming import ChildNames
 from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec
 
-__all__ = ["SupervisorActor", "root_actor_name", "spec_key"]
+__all__ = ["SupervisorActor", "root_actor_name", "spec_key", "stopped_key"]
 
 log = get_logger("herd.supervisors.actor")
 
 ROOT_PREFIX = "herd/sup/"
 SPEC_PREFIX = "supervisors/otp/"
+STOPPED_PREFIX = "supervisors/otp-stopped/"
 NESTED_CALL_TIMEOUT_S = 30.0
 #: A root that stopped stays this long before its process exits, so that the replies of its
 #: monitor calls (the exit reason) reach the watchers before the process is gone.
@@ -65,6 +69,11 @@ def spec_key(name: str) -> str:
     return f"{SPEC_PREFIX}{name}"
 
 
+def stopped_key(name: str) -> str:
+    """KV key of why the root supervisor ``name`` stopped (absent while it runs)."""
+    return f"{STOPPED_PREFIX}{name}"
+
+
 class _RayRunner:
     """The core's side effects on Ray: start/stop children, name them, report their exits."""
 
@@ -77,7 +86,7 @@ class _RayRunner:
         except StartChildError:
             raise
         except Exception as exc:  # OTP catches whatever the start function throws
-            raise StartChildError(f"child {spec.id!r} failed to start: {exc!r}") from None
+            fail_start(spec.id, exc)
         try:
             await self.owner.names.register(spec.id, incarnation.handle, incarnation.info)
         except (HerdError, ray.exceptions.RayError) as exc:
@@ -98,7 +107,8 @@ class _RayRunner:
         handle = SupervisorActor.options(**child_options(spec)).remote(
             f"{self.owner.name}/{spec.id}", False)
         return await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
-                           spec.start_deadline_s())
+                           spec.start_deadline_s(),
+                           {**SupervisorActor._default_options, **child_options(spec)})
 
 
 class SupervisorServer:
@@ -108,6 +118,8 @@ class SupervisorServer:
         self.name = name
         self.durable = durable
         self.signal = ExitSignal()
+        self.stopped: str | None = None
+        """Why it stopped, for people: the exit reason and what happened."""
         self.mailbox = asyncio.Lock()
         self.core: SupervisorCore[Incarnation] | None = None
         self.names = ChildNames(name, None)
@@ -138,7 +150,8 @@ class SupervisorServer:
                 await self._init(spec, rebooting=True)
             except HerdError as exc:
                 self._log.error("reboot_failed", error=str(exc))
-                await self._exit(SHUTDOWN)
+                await self._exit(Stop(SHUTDOWN, f"restarted by Ray, it could not start its "
+                                                f"children again: {exc}"))
 
     async def _init(self, spec: SupervisorSpec, rebooting: bool = False) -> None:
         self.names = ChildNames(self.name, spec.registry)
@@ -155,6 +168,10 @@ class SupervisorServer:
             if self.signal.reason is None:
                 await self._exit(reason)
         return self.signal.reason or reason
+
+    async def stopped_reason(self) -> str | None:
+        """None while it runs; once it has stopped, why (see ``SupervisorStopped``)."""
+        return self.stopped
 
     async def exit_process(self) -> None:
         """End this actor's process on purpose (Ray does not restart it). Internal."""
@@ -206,8 +223,7 @@ class SupervisorServer:
             if self.signal.reason is not None:
                 if internal:
                     return
-                raise SupervisorStopped(f"supervisor {self.name!r} has stopped "
-                                        f"({self.signal.reason})")
+                raise self._stopped_error()
             core = self._core()
             try:
                 outcome = await operation(core)
@@ -218,12 +234,16 @@ class SupervisorServer:
             if outcome is not None:
                 await self._exit(outcome)
 
-    async def _exit(self, reason: str) -> None:
-        """Terminate all children (reverse order), then end with ``reason``. Holds the mailbox."""
-        self._log.info("supervisor_exit", reason=reason)
+    async def _exit(self, why: str | Stop) -> None:
+        """Terminate all children (reverse order), then end with the exit reason ``why`` (a
+        :class:`Stop` when the core decided it). Holds the mailbox."""
+        reason = why.reason if isinstance(why, Stop) else why
+        self.stopped = str(why)
+        self._log.info("supervisor_exit", reason=reason, why=self.stopped)
         if self.core is not None:
             await self.core.terminate_all()
         if self.durable:
+            kv.put(stopped_key(self.name), self.stopped.encode())
             kv.delete(spec_key(self.name))
         self.signal.set(reason)
         if self.durable:
@@ -235,9 +255,12 @@ class SupervisorServer:
         ray.get_runtime_context().current_actor.exit_process.remote()
 
     # ------------------------------------------------------------------ helpers
+    def _stopped_error(self) -> SupervisorStopped:
+        return SupervisorStopped(f"supervisor {self.name!r} has stopped: {self.stopped}")
+
     def _core(self) -> SupervisorCore[Incarnation]:
         if self.signal.reason is not None:
-            raise SupervisorStopped(f"supervisor {self.name!r} has stopped ({self.signal.reason})")
+            raise self._stopped_error()
         if self.core is None:
             raise SupervisorStopped(f"supervisor {self.name!r} has not started its children yet")
         return self.core

@@ -1,4 +1,4 @@
-"""Child and supervisor specifications (OTP ``child_spec()`` and ``sup_flags()``) as pydantic models.
+"""Child and supervisor specifications (OTP ``child_spec()`` and ``sup_flags()``), pydantic models.
 
 Constructing a spec validates it; any problem raises :class:`herd.platform.errors.ConfigError`
 naming the field path (``children[1].restart``) and the bad value. The checks are those of
@@ -18,16 +18,14 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray._common.ray_option_utils import validate_actor_options
-from ray.actor import ActorClass
 
 from herd.platform.errors import ConfigError
 from herd.platform.validation import field_error, format_validation_error
+from herd.supervisors.otp.classes import ShippedClass, resolve_actor
 
 __all__ = [
     "INFINITY_GUARD_S",
@@ -39,7 +37,6 @@ __all__ = [
     "Strategy",
     "SupervisorSpec",
     "check_significant",
-    "resolve_actor",
     "validate_name",
 ]
 
@@ -82,28 +79,6 @@ def validate_name(value: Any, what: str = "supervisor name") -> str:
         raise ConfigError(str(exc), field="name", value=value) from None
 
 
-def resolve_actor(actor: Any) -> type | ActorClass:
-    """A class, a ``@ray.remote`` class, or an import path ``"pkg.mod:Class"`` resolved to the
-    class it names. Raises ``ValueError`` describing what is wrong."""
-    if isinstance(actor, str):
-        module_name, sep, attr_path = actor.partition(":")
-        if not sep or not module_name or not attr_path:
-            raise ValueError("an import path must look like 'package.module:Class'")
-        try:
-            target: Any = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
-        for part in attr_path.split("."):
-            if not hasattr(target, part):
-                raise ValueError(f"module {module_name!r} has no attribute {attr_path!r}")
-            target = getattr(target, part)
-        actor = target
-    if isinstance(actor, ActorClass) or inspect.isclass(actor):
-        return actor
-    raise ValueError(f"must be a class, a @ray.remote class or an import path "
-                     f"'pkg.mod:Class', not a {type(actor).__name__}")
-
-
 class _Spec(BaseModel):
     """Base: validation failures become ``ConfigError`` naming the field path."""
 
@@ -126,7 +101,8 @@ class ChildSpec(_Spec):
     id: str
     """Unique among the supervisor's children; the child is registered as ``<supervisor>/<id>``."""
     actor: Any = None
-    """Worker children: a plain class, a ``@ray.remote`` class or ``"pkg.mod:Class"``."""
+    """Worker children: a plain class, a ``@ray.remote`` class or ``"pkg.mod:Class"`` (resolved
+    to the class; a :class:`ShippedClass` in a spec that was pickled)."""
     supervisor: SupervisorSpec | None = None
     """Supervisor children: the nested supervisor's spec (``type`` then defaults to supervisor)."""
     args: tuple[Any, ...] = ()
@@ -164,7 +140,17 @@ class ChildSpec(_Spec):
     @field_validator("actor", mode="before")
     @classmethod
     def _check_actor(cls, value: Any) -> Any:
-        return None if value is None else resolve_actor(value)
+        if value is None or isinstance(value, ShippedClass):
+            return value
+        return resolve_actor(value)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickled with its class as a :class:`ShippedClass` (loaded where the child starts)."""
+        state = super().__getstate__()
+        actor = state["__dict__"].get("actor")
+        if actor is not None and not isinstance(actor, ShippedClass):
+            state["__dict__"] = {**state["__dict__"], "actor": ShippedClass.of(actor)}
+        return state
 
     @field_validator("shutdown", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """``Supervisor``: the caller's handle on a supervisor actor, every call with a deadline.
 
 Errors raised by the supervisor (``ChildNotFound``, ``StartChildError``, ``ChildRunning``, ...)
-are re-raised here as themselves; a supervisor that is gone raises ``SupervisorStopped``.
+are re-raised here as themselves, never wrapped in Ray's ``RayTaskError``; every call on a
+supervisor that has stopped raises ``SupervisorStopped`` saying why it stopped, which
+``stopped_reason()`` also returns (after its actor is gone too).
 
 Example::
 
@@ -11,6 +13,7 @@ Example::
     sup.terminate_child("web"); sup.restart_child("web")
     print(sup.render_tree())
     sup.stop()
+    sup.stopped_reason()                # "normal"
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
 
-from herd.platform import rpc
+from herd.platform import kv, rpc
 from herd.platform.control_plane import HERD_NAMESPACE, get_named, require_ray
 from herd.platform.errors import HerdError
 from herd.platform.waiting import wait_until
-from herd.supervisors.errors import SupervisorError, SupervisorStopped
-from herd.supervisors.otp.exit import NORMAL
+from herd.supervisors.errors import StartChildError, SupervisorError, SupervisorStopped
+from herd.supervisors.otp.exit import KILLED, NORMAL
 from herd.supervisors.otp.harness import watch_child
 from herd.supervisors.otp.info import ChildInfo, render_tree
-from herd.supervisors.otp.server import SupervisorActor, root_actor_name
+from herd.supervisors.otp.server import SupervisorActor, root_actor_name, stopped_key
 from herd.supervisors.otp.spec import (
     AutoShutdown,
     ChildSpec,
@@ -38,6 +41,7 @@ from herd.supervisors.otp.spec import (
     SupervisorSpec,
     validate_name,
 )
+from herd.supervisors.otp.start_failure import describe
 
 __all__ = ["Supervisor"]
 
@@ -79,6 +83,7 @@ class Supervisor:
         actor_name = root_actor_name(name)
         if get_named(actor_name) is not None:
             raise SupervisorError(f"a supervisor named {name!r} is already running")
+        kv.delete(stopped_key(name))  # a fresh start: forget why an earlier one stopped
         try:
             handle = SupervisorActor.options(
                 name=actor_name, namespace=HERD_NAMESPACE, lifetime="detached", max_restarts=-1,
@@ -99,6 +104,9 @@ class Supervisor:
         """The running root supervisor ``name`` (``SupervisorStopped`` if there is none)."""
         handle = get_named(root_actor_name(name))
         if handle is None:
+            reason = _recorded_reason(name)
+            if reason is not None:
+                raise SupervisorStopped(f"supervisor {name!r} has stopped: {reason}")
             raise SupervisorStopped(f"no supervisor named {name!r} is running")
         return cls(handle, name, root=True)
 
@@ -148,6 +156,18 @@ class Supervisor:
                        what=f"supervisor {self.name!r} gone")
         return result
 
+    def stopped_reason(self, timeout: float | None = None) -> str | None:
+        """None while the supervisor runs; once it has stopped, why: its exit reason and what
+        happened, e.g. ``"shutdown: reached_max_restart_intensity (child 'db' exited with
+        reason 'killed'; 4 restarts within 5 s, max_restarts=3)"``, or ``"normal"`` after
+        :meth:`stop`. A root's reason stays readable after its actor is gone, until a
+        supervisor of the same name is started again."""
+        try:
+            return rpc.get(self.handle.stopped_reason.remote(), timeout=timeout,
+                           what=f"supervisor {self.name!r} stopped_reason")
+        except RayActorError:
+            return self._gone_reason()
+
     def monitor(self, timeout: float | None = None) -> ray.ObjectRef:
         """A call that returns the supervisor's exit reason once it stops (the monitor contract
         of ``herd.platform.monitor``). When this returns, the call has reached the supervisor,
@@ -165,8 +185,32 @@ class Supervisor:
             return rpc.get(ref, timeout=timeout, what=f"supervisor {self.name!r} {method}")
         except RayTaskError as exc:
             if isinstance(exc.cause, HerdError):
-                raise exc.cause from None
-            raise
-        except RayActorError as exc:
-            raise SupervisorStopped(f"supervisor {self.name!r} is not running: "
-                                    f"{type(exc).__name__}") from None
+                raise exc.cause from exc.cause.__cause__
+            # Ray failed the call before the supervisor ran it, e.g. it could not deserialize a
+            # child's args there (a class its process cannot import).
+            why = f"supervisor {self.name!r} could not run {method}: {describe(exc)[0]}"
+            if method in ("init", "start_child"):
+                raise StartChildError(why) from None
+            raise SupervisorError(why) from None
+        except RayActorError:
+            reason = self._gone_reason()
+            if reason is None:
+                raise SupervisorStopped(f"supervisor {self.name!r} is not reachable (Ray is "
+                                        f"restarting it); try again") from None
+            raise SupervisorStopped(f"supervisor {self.name!r} has stopped: {reason}") from None
+
+    def _gone_reason(self) -> str | None:
+        """Why the supervisor whose actor cannot be reached stopped; None if a root of that
+        name is up (Ray is restarting it, or it was started again)."""
+        if self.root:
+            reason = _recorded_reason(self.name)
+            if reason is not None:
+                return reason
+            if get_named(root_actor_name(self.name)) is not None:
+                return None
+        return f"{KILLED} (its process is gone and gave no reason)"
+
+
+def _recorded_reason(name: str) -> str | None:
+    raw = kv.get(stopped_key(name))
+    return None if raw is None else raw.decode()

@@ -1,4 +1,6 @@
-"""Distribution strategies: which member (one per Ray node) owns each dynamic child. Pure, no Ray."""
+"""Distribution strategies: which member (one per Ray node) owns each dynamic child, and the
+placement decisions built on them (``placement``: eligible nodes, requirements, placing orphans,
+moves). Pure, no Ray."""
 
 from __future__ import annotations
 
@@ -9,23 +11,45 @@ from herd.platform.errors import ConfigError
 from .base import DistributionStrategy, Member, Requirements, RequirementsOf, stable_hash
 from .hash_ring import DEFAULT_VNODES, HashRing, HashRingStrategy
 from .least_loaded import LeastLoadedStrategy
+from .placement import (
+    DETERMINISTIC,
+    MemberSelector,
+    Placing,
+    eligible_nodes,
+    member_nodes,
+    member_of,
+    move_targets,
+    place,
+    requirements_of,
+    selector_admits,
+)
 from .quorum import QuorumStrategy
 from .random_choice import RandomStrategy
 
 __all__ = [
     "DEFAULT_VNODES",
+    "DETERMINISTIC",
     "STRATEGIES",
     "DistributionStrategy",
     "HashRing",
     "HashRingStrategy",
     "LeastLoadedStrategy",
     "Member",
+    "MemberSelector",
+    "Placing",
     "QuorumStrategy",
     "RandomStrategy",
     "Requirements",
     "RequirementsOf",
     "available_strategies",
+    "eligible_nodes",
     "make_strategy",
+    "member_nodes",
+    "member_of",
+    "move_targets",
+    "place",
+    "requirements_of",
+    "selector_admits",
     "stable_hash",
 ]
 

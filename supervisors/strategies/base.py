@@ -6,7 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from herd.platform.errors import ConfigError, NoQuorum
 from herd.supervisors.errors import PlacementError
@@ -122,11 +122,7 @@ class Requirements:
 
 
 #: How ``owners`` learns each child's requirements: a mapping, a function, or None for none.
-RequirementsOf = Union[
-    Mapping[str, Requirements | None],
-    Callable[[str], Requirements | None],
-    None,
-]
+RequirementsOf = Mapping[str, Requirements | None] | Callable[[str], Requirements | None] | None
 
 
 class DistributionStrategy(ABC):

@@ -3,7 +3,8 @@ us-east + 2 workers; nodes are added when a test needs more). Run in this order,
 starts 5 nodes in all:
 
 * a node is SIGKILLed, then a second one: every child runs again exactly once (registry,
-  the children themselves, a ledger of starts, and the GCS actor table agree);
+  the children themselves, a ledger of starts, and the GCS actor table agree); the children are
+  kept off the head (members="auto") until the last worker dies, then the head takes them;
 * a size-based quorum supervisor loses its majority (local children stop, ``start_child``
   raises ``NoQuorum``) and gets it back when a node joins (every child runs again, once);
 * a node holding children is paused (SIGSTOP) until the GCS declares it dead and its children
@@ -29,15 +30,15 @@ from herd.platform import rpc
 from herd.platform.cluster import LocalCluster
 from herd.platform.control_plane import pinned_options
 from herd.platform.errors import NoQuorum
+from herd.platform.gcs import NodeInfo
 from herd.platform.local.processes import session_of
-from herd.platform.membership import NodeInfo
 from herd.platform.waiting import wait_until
 from herd.registry import Registry
 from herd.supervisors import ChildSpec
-from herd.supervisors.dynamic.spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.spec import DynamicChildInfo
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 from herd.supervisors.fencing import Superseded, check
-from herd.supervisors.strategies import make_strategy
+from herd.supervisors.strategies import make_strategy, member_of
 
 WAIT_S = 60.0
 WRITE_EVERY_S = 0.1
@@ -74,11 +75,11 @@ class ChaosLedger:
 
 
 class ChaosWorker:
-    """Reports its start; with ``fenced``, writes to the ledger every 100 ms through a fencing
-    check, and stops writing once superseded."""
+    """Reports its start; given its registry name (``fenced``), writes to the ledger every
+    100 ms through a fencing check on it, and stops writing once superseded."""
 
-    def __init__(self, ledger: Any, tag: str, fenced: bool = False) -> None:
-        self.ledger, self.tag = ledger, tag
+    def __init__(self, ledger: Any, tag: str, fenced: str | None = None) -> None:
+        self.ledger, self.tag, self.name = ledger, tag, fenced
         self.node = ray.get_runtime_context().get_node_id()
         rpc.get(ledger.started.remote(tag, os.getpid(), self.node), timeout=10)
         if fenced:
@@ -90,7 +91,7 @@ class ChaosWorker:
     def _write_forever(self) -> None:
         while True:
             try:
-                epoch = check(self.tag)
+                epoch = check(self.name)
             except Superseded:
                 return
             except Exception:  # the registry is briefly unreachable: try again
@@ -130,8 +131,9 @@ def start_sup(sups: list[DynamicSupervisor], name: str, **options: Any) -> Dynam
     return sup
 
 
-def spec(ledger: Any, tag: str, fenced: bool = False) -> ChildSpec:
-    return ChildSpec(id=tag, actor=ChaosWorker, args=(ledger, tag, fenced), shutdown=2000)
+def spec(ledger: Any, tag: str, fenced: DynamicSupervisor | None = None) -> ChildSpec:
+    name = f"{fenced.name}/{tag}" if fenced is not None else None
+    return ChildSpec(id=tag, actor=ChaosWorker, args=(ledger, tag, name), shutdown=2000)
 
 
 def with_workers(cluster: LocalCluster, count: int) -> list[Any]:
@@ -215,11 +217,12 @@ def test_node_kills_every_child_back_exactly_once(chaos_cluster: LocalCluster, l
     cluster = chaos_cluster
     with_workers(cluster, 2)
     sup = start_sup(sups, "chaos-kill")
-    tags = placed_on(sup, [n.node_id for n in cluster.nodes if n.alive], "kill", 2)
+    tags = placed_on(sup, [n.node_id for n in cluster.worker_nodes], "kill", 2)
     for tag in tags:
         sup.start_child(spec(ledger, tag), timeout=WAIT_S)
+    assert cluster.head.node_id not in {c.node_id for c in children(sup).values()}
     dead: set[str] = set()
-    for _ in range(2):  # two kills in a row
+    for _ in range(len(cluster.worker_nodes)):  # kill every worker, one after the other
         before = children(sup)
         victim = busiest(cluster, sup)
         moved = {k for k, c in before.items() if c.node_id == victim.node_id}
@@ -229,6 +232,8 @@ def test_node_kills_every_child_back_exactly_once(chaos_cluster: LocalCluster, l
         dead.add(victim.node_id)
         now = wait_until(lambda: recovered(sup, dead), WAIT_S, what="children failed over")
         check_exactly_once(sup, ledger, before, now, moved, counts)
+    # The last worker is gone: the head, kept free while workers lived, holds them all.
+    assert {c.node_id for c in now.values()} == {cluster.head.node_id}
     assert len(Registry.start().select(meta={"herd_dsup": "chaos-kill"})) == len(tags)
 
 
@@ -239,7 +244,7 @@ def test_quorum_loss_and_recovery(chaos_cluster: LocalCluster, ledger: Any,
     workers = with_workers(cluster, 1)
     live = 1 + len(workers)
     # A majority of ``size`` with every live node, and none once one node is lost.
-    sup = start_sup(sups, "chaos-quorum", distribution="quorum",
+    sup = start_sup(sups, "chaos-quorum", distribution="quorum", members="all",
                     distribution_options={"size": 2 * live - 1})
     victim = workers[0]
     tags = placed_on(sup, [cluster.head.node_id, victim.node_id], "quorum", 2)
@@ -280,10 +285,10 @@ def test_paused_node_is_fenced_after_failover(chaos_cluster: LocalCluster, ledge
                                               sups: list) -> None:
     cluster = chaos_cluster
     victim = with_workers(cluster, 1)[0]
-    sup = start_sup(sups, "chaos-fence")
+    sup = start_sup(sups, "chaos-fence", members="all")
     tags = placed_on(sup, [victim.node_id, cluster.head.node_id], "fence", 2)
     for tag in tags:
-        sup.start_child(spec(ledger, tag, fenced=True), timeout=WAIT_S)
+        sup.start_child(spec(ledger, tag, fenced=sup), timeout=WAIT_S)
     before = children(sup)
     frozen = {k: rpc.get(c.handle.where.remote(), timeout=WAIT_S)[0]
               for k, c in before.items() if c.node_id == victim.node_id}

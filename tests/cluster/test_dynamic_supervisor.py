@@ -1,7 +1,8 @@
 """The distributed dynamic supervisor on a real 3-node, 2-region cluster (head us-east, worker-1
-us-west, worker-2 us-east): placement by every strategy, region constraints, impossible
-placements, the child API, per-child restart budgets and escalation, and -- last, because it
-adds a node -- join with active rebalance and handoff, passive supervisors staying put, drain.
+us-west, worker-2 us-east): placement by every strategy (off the head by default), region
+constraints, impossible placements, the child API and child names, per-child restart budgets and
+escalation, calls on a stopped supervisor, and -- last, because it adds a node -- join with
+active rebalance and handoff, passive supervisors staying put, drain.
 
 Children report to a ``Ledger`` actor on the head (starts, terminate hooks), so the tests check
 what really ran, not only what the registry says."""
@@ -18,16 +19,16 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from herd.platform import rpc
+from herd.platform import kv, rpc
 from herd.platform.control_plane import pinned_options
 from herd.platform.errors import HerdTimeoutError
-from herd.platform.membership import NodeInfo
+from herd.platform.gcs import NodeInfo
 from herd.platform.waiting import wait_until
-from herd.registry import Registry
+from herd.registry import Registry, via
 from herd.supervisors import ChildAlreadyStarted, ChildSpec
 from herd.supervisors import exit as herd_exit
 from herd.supervisors.dynamic.member import member_handle
-from herd.supervisors.dynamic.spec import DynamicChildInfo, member_of
+from herd.supervisors.dynamic.spec import DynamicChildInfo
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 from herd.supervisors.errors import (
     ChildNotFound,
@@ -36,7 +37,7 @@ from herd.supervisors.errors import (
     SupervisorStopped,
 )
 from herd.supervisors.fencing import Superseded, check
-from herd.supervisors.strategies import make_strategy
+from herd.supervisors.strategies import make_strategy, member_of
 
 WAIT_S = 60.0
 
@@ -189,25 +190,30 @@ def member_of_row(row: dict[str, Any]) -> Any:
 def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledger: Any,
                                                                sups: list) -> None:
     """hash_ring: owners are the ring's (a pure function of ids and members), spread over the
-    nodes, and each child really runs where its record says; region selectors; impossible
-    placements fail fast and leave nothing; duplicate ids; terminate/restart/count."""
+    worker nodes and never on the head (members="auto"), and each child really runs where its
+    record says, registered as <supervisor>/<id>; region selectors; impossible placements fail
+    fast and leave nothing; duplicate ids; terminate/restart/count."""
     sup = start_sup(sups, "dsup-ring")
+    workers = sorted(n.node_id for n in cluster.worker_nodes)
+    assert [m["node_id"] for m in sup.members()] == workers
+    assert member_handle("dsup-ring", cluster.head.node_id) is not None  # idle, standing by
     ids = [f"ring-{i}" for i in range(4)]
     for child_id in ids:
         info = sup.start_child(spec(ledger, child_id), timeout=WAIT_S)
         assert info.incarnation == 1 and info.status == "running" and info.handle is not None
+        assert (info.id, info.name) == (child_id, f"dsup-ring/{child_id}")
     expected = ring_owners(sup, ids)
     now = children(sup)
     assert {k: c.node_id for k, c in now.items()} == expected
-    spread = ring_owners(sup, [f"spread-{i}" for i in range(60)])  # the ring uses every node
-    assert set(spread.values()) == {n.node_id for n in cluster.nodes}
+    spread = ring_owners(sup, [f"spread-{i}" for i in range(60)])  # the ring uses every worker
+    assert sorted(set(spread.values())) == workers
     for child_id, info in now.items():
         pid, node = where(info)
         assert node == info.node_id and starts(ledger, child_id) == [(child_id, pid, node)]
-        assert rpc.get(info.handle.fence.remote(child_id)) == info.epoch  # the holder
-    assert "holder is now actor" in rpc.get(now["ring-0"].handle.fence.remote("ring-1"))
-    assert "no holder" in rpc.get(now["ring-0"].handle.fence.remote("no-such-child"))
-    assert [m["node_id"] for m in sup.members()] == sorted(n.node_id for n in cluster.nodes)
+        assert rpc.get(info.handle.fence.remote(info.name)) == info.epoch  # the holder
+        assert via(info.name).where.call() == (pid, node)
+    assert "holder is now actor" in rpc.get(now["ring-0"].handle.fence.remote(now["ring-1"].name))
+    assert "no holder" in rpc.get(now["ring-0"].handle.fence.remote("dsup-ring/no-such-child"))
 
     west = next(n for n in cluster.nodes if n.region == "us-west")
     pinned = sup.start_child(spec(ledger, "ring-west",
@@ -224,7 +230,7 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
         with pytest.raises(error) as caught:
             sup.start_child(bad, timeout=WAIT_S)
         assert time.monotonic() - began < 15, "an impossible child must fail fast"
-        assert registry.entry(bad.id, fresh=True) is None, caught.value
+        assert registry.entry(f"dsup-ring/{bad.id}", fresh=True) is None, caught.value
     assert "refuses to start" in str(caught.value)
 
     with pytest.raises(ChildAlreadyStarted):
@@ -236,10 +242,29 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
     assert restarted.incarnation == 2 and where(restarted)[0] != old_pid
     sup.terminate_child("ring-2", timeout=WAIT_S)
     assert ("ring-2", "shutdown") in rpc.get(ledger.report.remote())["terminated"]
-    assert registry.entry("ring-2", fresh=True) is None
+    assert registry.entry("dsup-ring/ring-2", fresh=True) is None
     with pytest.raises(ChildNotFound):
         sup.terminate_child("ring-2")
     assert sup.count_children() == {"specs": 4, "active": 4, "workers": 4, "supervisors": 0}
+
+
+def test_members_all_and_child_names_per_supervisor(cluster: Any, ledger: Any,
+                                                    sups: list) -> None:
+    """members="all" places on the head too. Two supervisors on one registry each run a child
+    with the same id: the names <supervisor>/<id> keep them apart."""
+    everywhere = start_sup(sups, "dsup-all", members="all")
+    assert [m["node_id"] for m in everywhere.members()] == sorted(n.node_id
+                                                                  for n in cluster.nodes)
+    owners = ring_owners(everywhere, [f"spread-{i}" for i in range(60)])
+    assert cluster.head.node_id in owners.values()
+    other = start_sup(sups, "dsup-other")
+    first = everywhere.start_child(spec(ledger, "twin"), timeout=WAIT_S)
+    second = other.start_child(spec(ledger, "twin"), timeout=WAIT_S)
+    assert (first.name, second.name) == ("dsup-all/twin", "dsup-other/twin")
+    assert via(first.name).where.call() == where(first)
+    assert via(second.name).where.call() == where(second) != where(first)
+    everywhere.terminate_child("twin", timeout=WAIT_S)
+    assert [c.id for c in other.which_children()] == ["twin"]
 
 
 def test_least_loaded_and_random(cluster: Any, ledger: Any, sups: list) -> None:
@@ -285,16 +310,73 @@ def test_region_members_and_per_child_budget(cluster: Any, ledger: Any, sups: li
 
 
 def test_exhausted_budget_escalates_when_asked(cluster: Any, ledger: Any, sups: list) -> None:
-    """on_exhausted="escalate": the first child over its budget stops the whole supervisor."""
+    """on_exhausted="escalate": the first child over its budget stops the whole supervisor.
+    From then on every call on it says so, at once, with the reason: which child, which
+    intensity."""
     sup = start_sup(sups, "dsup-escalate", members={"region": "us-west"}, max_restarts=0,
-                    on_exhausted="escalate")
+                    max_seconds=30, on_exhausted="escalate")
+    assert sup.stopped_reason() is None
     sibling = sup.start_child(spec(ledger, "esc-sibling"), timeout=WAIT_S)
     crasher = sup.start_child(spec(ledger, "esc-crash"), timeout=WAIT_S)
     crasher.handle.crash.remote()
     wait_until(lambda: _dead(sibling.handle), WAIT_S, what="sibling stopped by the escalation")
-    with pytest.raises(SupervisorStopped):
-        sup.start_child(spec(ledger, "esc-late"))
     assert ("esc-sibling", "shutdown") in rpc.get(ledger.report.remote())["terminated"]
+    reason = sup.stopped_reason()
+    assert reason is not None and "'esc-crash'" in reason, reason
+    assert "max_restarts=0 in max_seconds=30" in reason
+    calls = {
+        "start_child": lambda: sup.start_child(spec(ledger, "esc-late")),
+        "which_children": sup.which_children, "count_children": sup.count_children,
+        "members": sup.members, "has_quorum": sup.has_quorum, "given_up": sup.given_up,
+        "terminate_child": lambda: sup.terminate_child("esc-sibling"),
+        "restart_child": lambda: sup.restart_child("esc-sibling"),
+        "drain_node": lambda: sup.drain_node(cluster.worker_nodes[0].node_id),
+        "get": lambda: DynamicSupervisor.get("dsup-escalate")}
+    for name, call in calls.items():
+        began = time.monotonic()
+        with pytest.raises(SupervisorStopped, match="esc-crash") as caught:
+            call()
+        assert time.monotonic() - began < 1.0, name
+        assert "max_restarts=0" in str(caught.value), name
+    assert DynamicSupervisor.get("dsup-escalate", include_stopped=True).stopped_reason() == reason
+
+
+def test_start_child_after_stop_fails_at_once_and_leaves_nothing(cluster: Any, ledger: Any,
+                                                                  sups: list) -> None:
+    """After stop(): start_child raises SupervisorStopped in well under a second and creates no
+    record; a new supervisor of the same name starts clean (no member meets a record without
+    its spec, which it would log as child_spec_missing)."""
+    sup = DynamicSupervisor.start("dsup-stopped", reconcile_interval_s=0.5, timeout=WAIT_S)
+    sup.start_child(spec(ledger, "stop-a"), timeout=WAIT_S)
+    sup.stop(timeout=WAIT_S)
+    assert sup.stopped_reason() == "stopped"
+    began = time.monotonic()
+    with pytest.raises(SupervisorStopped):
+        sup.start_child(spec(ledger, "stop-late"), timeout=WAIT_S)
+    assert time.monotonic() - began < 1.0
+    with pytest.raises(SupervisorStopped):
+        sup.which_children()
+    registry = Registry.start()
+    assert registry.select(prefix="dsup-stopped/") == []
+    assert kv.keys("dsup/dsup-stopped/") == []
+
+    again = start_sup(sups, "dsup-stopped")
+    assert again.which_children() == []
+    again.start_child(spec(ledger, "stop-b"), timeout=WAIT_S)
+    time.sleep(2.0)  # several reconcile rounds of every member
+    assert [c.id for c in settled(again).values()] == ["stop-b"]
+    assert _logged(cluster, "member_started", "dsup-stopped")  # members' logs are read
+    assert not _logged(cluster, "child_spec_missing", "dsup-stopped")
+
+
+def _logged(cluster: Any, *words: str) -> list[str]:
+    """Lines of the cluster's Ray logs (actors' stdout/stderr included) with all ``words``."""
+    found = []
+    for path in cluster.ray_tmp.rglob("*"):
+        if path.is_file() and path.suffix in (".out", ".err", ".log"):
+            with open(path, errors="replace") as f:
+                found += [line for line in f if all(w in line for w in words)]
+    return found
 
 
 def _dead(handle: Any) -> bool:

@@ -9,9 +9,8 @@ import sys
 import textwrap
 from typing import Any
 
-import ray
-
 from herd.platform.cluster import LocalCluster, connect, disconnect
+from herd.platform.gcs import nodes
 from herd.platform.local import processes
 from herd.platform.membership import Membership
 from herd.platform.waiting import wait_until
@@ -28,7 +27,7 @@ def test_start_label_and_shutdown_leaves_no_process() -> None:
         assert len(pids) >= 6  # gcs, raylets, agents, ...
         assert os.stat(cluster.token_path).st_mode & 0o777 == 0o600
         cluster.connect()
-        labels = {n["NodeID"]: n["Labels"].get("region") for n in ray.nodes() if n["Alive"]}
+        labels = {n.node_id: n.region for n in nodes() if n.alive}
         assert labels[worker.node_id] == "us-west"
     finally:
         cluster.shutdown()

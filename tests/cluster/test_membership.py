@@ -9,8 +9,8 @@ import pytest
 import ray
 
 from herd.platform import rpc
-from herd.platform.control_plane import pinned_options
-from herd.platform.membership import Membership, NodeDown, NodeUp
+from herd.platform.control_plane import get_named, pinned_options
+from herd.platform.membership import ACTOR_NAME, AsyncMembership, Membership, NodeDown, NodeUp
 from herd.platform.waiting import wait_until
 
 
@@ -63,15 +63,39 @@ def test_subscriber_gets_replay_then_node_down_on_kill(cluster: Any,
                10, what="NodeUp for the joined node")
 
 
-def test_driver_iterator_sees_join(cluster: Any, membership: Membership) -> None:
-    since = membership.stats()["seq"]
-    node = cluster.add_node(region="us-west")
-    seen = [e for e in membership.events(since=since, timeout=10)
-            if isinstance(e, NodeUp) and e.node_id == node.node_id][:1]
-    assert seen and seen[0].region == "us-west"
+def _next_matching(watch: Any, kind: type, node_id: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in watch.poll(timeout=1):
+            if isinstance(event, kind) and event.node_id == node_id:
+                return event
+    return None
+
+
+def test_driver_watch_sees_join(cluster: Any, membership: Membership) -> None:
+    with membership.watch() as watch:
+        node = cluster.add_node(region="us-west")
+        seen = _next_matching(watch, NodeUp, node.node_id, 15)
+    assert seen is not None and seen.region == "us-west"
     cluster.stop_node(node)
     wait_until(lambda: node.node_id not in {n.node_id for n in membership.nodes()}, 15,
                what="graceful stop seen as NodeDown")
+
+
+def test_watch_position_is_fixed_when_it_is_created(cluster: Any,
+                                                    membership: Membership) -> None:
+    """A node that goes down after ``watch()`` returned and before the first read is seen
+    (the old ``events()`` generator read its starting point at the first ``next()``)."""
+    node = cluster.add_node(region="us-east")
+    wait_until(lambda: node.node_id in {n.node_id for n in membership.nodes()}, 15,
+               what="node joined")
+    watch = Membership.get().watch()
+    cluster.stop_node(node)
+    wait_until(lambda: node.node_id not in {n.node_id for n in membership.nodes()}, 15,
+               what="NodeDown applied")
+    down = _next_matching(watch, NodeDown, node.node_id, 5)
+    assert down is not None and not down.node.alive
+    assert watch.poll(timeout=0.2) == [] and watch.since >= down.seq
 
 
 def test_paused_node_is_declared_dead_and_fenced_on_resume(cluster: Any,
@@ -117,3 +141,34 @@ def _stats_or_none(membership: Membership) -> dict[str, Any] | None:
         return membership.stats(timeout=2)
     except Exception:
         return None
+
+
+@ray.remote(num_cpus=0)
+class AsyncClient:
+    async def use(self) -> dict[str, Any]:
+        membership = await AsyncMembership.get()
+        me = ray.get_runtime_context().current_actor
+        seq = await membership.subscribe(me, "on_membership_event", replay=False)
+        stats = await membership.stats()
+        nodes = await membership.nodes()
+        removed = await membership.unsubscribe(me)
+        return {"seq": seq == stats["seq"], "nodes": sorted(n.node_id for n in nodes),
+                "removed": removed,
+                "blocking_get": bool(ray._private.worker.blocking_get_inside_async_warned)}
+
+    async def on_membership_event(self, event: Any) -> None:
+        pass
+
+
+def test_async_membership_from_an_async_actor(cluster: Any, membership: Membership) -> None:
+    out = rpc.get(AsyncClient.remote().use.remote(), timeout=60)
+    assert out == {"seq": True, "nodes": sorted(n.node_id for n in membership.nodes()),
+                   "removed": True, "blocking_get": False}
+
+
+def test_get_starts_membership_on_demand(cluster: Any, membership: Membership) -> None:
+    ray.kill(membership.actor, no_restart=True)
+    wait_until(lambda: get_named(ACTOR_NAME) is None, 30, what="membership actor gone")
+    started = Membership.get()
+    assert {n.node_id for n in started.nodes()} == {n.node_id for n in cluster.nodes
+                                                    if n.alive}

@@ -14,7 +14,8 @@ from ray.exceptions import RayError
 from herd.platform import rpc
 from herd.platform.control_plane import HERD_NAMESPACE, pinned_options
 from herd.platform.errors import ConfigError, HerdTimeoutError
-from herd.platform.pubsub import ACTOR_PREFIX, PubSub
+from herd.platform.pubsub import PubSub
+from herd.platform.pubsub_node import ACTOR_PREFIX
 from herd.platform.quorum import QuorumCall, QuorumNotReached, QuorumTimeout
 from herd.platform.waiting import wait_until
 

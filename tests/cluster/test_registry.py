@@ -102,9 +102,15 @@ class Contender:
     def lookup(self, registry: Registry, key: str) -> Any:
         return registry.lookup(key)
 
+    def register_self(self, registry: Registry, key: str) -> int:
+        return registry.register(key, self._me()).epoch
+
+    def unregister(self, registry: Registry, key: str) -> int:
+        return registry.unregister(key)
+
     def cached(self, registry: Registry, key: str) -> bool:
         registry.lookup(key)
-        return key in registry._cache.slots
+        return registry.cached(key)
 
     def wait_lookup(self, registry: Registry, key: str, present: bool, timeout: float) -> float:
         """Seconds (monotonic clock, shared by the host) when the cached lookup turned."""
@@ -198,17 +204,34 @@ def test_unique_registry_operations(cluster: Any) -> None:
     with pytest.raises(NotRegistered):
         reg.update_meta("svc/missing", {})
 
-    reg.unregister("svc/a", other)  # not the holder: nothing happens
+    assert reg.unregister("svc/a", other) == 0  # not the holder: nothing happens
     assert reg.lookup("svc/a", fresh=True) is not None
     with pytest.raises(EpochConflict) as conflict:
-        reg.unregister("svc/a", epoch=first.epoch)
+        reg.unregister("svc/a", holder, epoch=first.epoch)
     assert conflict.value.actual == updated.epoch
-    reg.unregister("svc/a", epoch=updated.epoch)
-    reg.unregister("svc/a")  # idempotent
+    assert reg.unregister("svc/a", holder, epoch=updated.epoch) == 1
+    assert reg.unregister("svc/a", holder) == 0 and reg.remove("svc/a") == 0  # idempotent
     assert reg.lookup("svc/a") is None and reg.entry("svc/a") is None
     again = reg.register("svc/a", other)
     assert again.epoch > updated.epoch  # epochs keep growing after unregister
     assert reg.count() == 3
+
+
+def test_unregister_removes_only_the_callers_own_name(cluster: Any,
+                                                     contenders: list[Any]) -> None:
+    """Like Elixir's Registry.unregister/2: another process's name survives an unregister of
+    the key; removing a key whoever holds it is the separate, explicit ``remove``."""
+    reg = Registry.start(_name())
+    owner, stranger = contenders[0], contenders[1]
+    epoch = rpc.get(owner.register_self.remote(reg, "mine"), timeout=30)
+    assert rpc.get(stranger.unregister.remote(reg, "mine"), timeout=30) == 0
+    assert reg.entry("mine", fresh=True).epoch == epoch
+    with pytest.raises(RegistryInputError, match="remove"):
+        reg.unregister("mine")  # a driver holds nothing: it must name the holder
+    assert rpc.get(owner.unregister.remote(reg, "mine"), timeout=30) == 1
+    assert reg.entry("mine", fresh=True) is None
+    rpc.get(owner.register_self.remote(reg, "mine"), timeout=30)
+    assert reg.remove("mine") == 1 and reg.entry("mine", fresh=True) is None
 
 
 def test_register_waits_for_a_new_actor_and_rejects_a_dead_one(cluster: Any) -> None:
@@ -254,9 +277,9 @@ def test_duplicate_registry_groups_and_dispatch(cluster: Any) -> None:
     assert [r.meta for r in updated] == [{"i": 9}]
     with pytest.raises(RegistryInputError, match="required"):
         reg.update_meta("group", {"i": 0})
-    reg.unregister("group", a)
+    assert reg.unregister("group", a) == 2  # both memberships of a
     assert [actor_id(h) for h in reg.lookup("group", fresh=True)] == [actor_id(b)]
-    reg.unregister("group")
+    assert reg.remove("group") == 1
     assert reg.lookup("group", fresh=True) == [] and reg.entry("group") == []
 
 
@@ -271,7 +294,9 @@ def test_wrong_key_mode_is_a_clear_error(cluster: Any) -> None:
     with pytest.raises(KeyModeError):
         duplicate.register("k", holder, on_holder_death="clear")
     with pytest.raises(KeyModeError):
-        duplicate.unregister("k", epoch=1)
+        duplicate.unregister("k", holder, epoch=1)
+    with pytest.raises(KeyModeError):
+        duplicate.remove("k", epoch=1)
     with pytest.raises(KeyModeError, match="via needs a unique registry"):
         via("k", registry=duplicate.name).ping.remote()
     assert duplicate.count() == 0 and unique.count() == 0
@@ -280,7 +305,8 @@ def test_wrong_key_mode_is_a_clear_error(cluster: Any) -> None:
 # ------------------------------------------------------------------------ compare-and-set
 def test_compare_and_set_claims_updates_and_fences(cluster: Any) -> None:
     reg = Registry.start(_name())
-    claim = reg.compare_and_set("child-1", 0, meta={"owner": "n1", "spec": {"restart": "permanent"}})
+    claim = reg.compare_and_set("child-1", 0,
+                                meta={"owner": "n1", "spec": {"restart": "permanent"}})
     assert claim.handle is None and claim.node_id is None and reg.lookup("child-1") is None
     with pytest.raises(EpochConflict) as info:
         reg.compare_and_set("child-1", None, meta={})
@@ -335,7 +361,7 @@ def test_cached_lookup_is_a_local_read_kept_fresh_by_events(cluster: Any,
     holder = Plain.remote()
     reg.register("hot", holder)
     reg.lookup("hot")
-    wait_until(lambda: reg.lookup("hot") is not None and "hot" in reg._cache.slots, 10,
+    wait_until(lambda: reg.lookup("hot") is not None and reg.cached("hot"), 10,
                what="key cached")
     n = 20_000
     started = time.perf_counter()
@@ -355,7 +381,7 @@ def test_cached_lookup_is_a_local_read_kept_fresh_by_events(cluster: Any,
     # removal reaches the other process's cache
     gone = other.wait_lookup.remote(reg, "hot", False, 10)
     time.sleep(0.2)
-    reg.unregister("hot")
+    reg.unregister("hot", holder)
     removed_at = time.monotonic()
     seen = rpc.get(gone, timeout=20)
     assert seen > 0 and seen - removed_at < 1.0
@@ -373,7 +399,7 @@ def test_dead_holder_is_never_returned_once_removal_is_applied(cluster: Any) -> 
     reg = Registry.start(_name())
     holder = Child.remote()
     reg.register("mortal", holder)
-    wait_until(lambda: reg.lookup("mortal") is not None and "mortal" in reg._cache.slots, 10,
+    wait_until(lambda: reg.lookup("mortal") is not None and reg.cached("mortal"), 10,
                what="cached")
     ray.kill(holder)
     wait_until(lambda: reg.lookup("mortal", fresh=True) is None, 10, what="registry removal")
@@ -392,7 +418,7 @@ def test_watch_streams_events_in_order(cluster: Any) -> None:
         created = reg.register("w/new", holder, {"v": 1})
         reg.register("elsewhere", holder)  # outside the prefix
         reg.update_meta("w/new", {"v": 2})
-        reg.unregister("w/new")
+        reg.unregister("w/new", holder)
         events = [watch.next(timeout=5) for _ in range(3)]
         assert [type(e) for e in events] == [Registered, Updated, Unregistered]
         assert events[0].registration == created
@@ -402,7 +428,7 @@ def test_watch_streams_events_in_order(cluster: Any) -> None:
         assert seqs == sorted(seqs) and len(set(seqs)) == 3
         assert watch.poll(timeout=0.2) == []
     with reg.watch() as everything:
-        reg.unregister("elsewhere")
+        reg.remove("elsewhere")
         assert everything.next(timeout=5).key == "elsewhere"
 
 
@@ -414,7 +440,7 @@ def test_actor_subscriber_gets_events_and_is_dropped_when_dead(cluster: Any) -> 
     holder = Plain.remote()
     reg.register("s/1", holder)
     reg.register("other", holder)
-    reg.unregister("s/1")
+    reg.unregister("s/1", holder)
     wait_until(lambda: len(_seen(subscriber)) >= 2, 10, what="pushed events")
     seen = _seen(subscriber)
     assert [type(e) for e in seen] == [Registered, Unregistered]
@@ -440,6 +466,10 @@ def test_via_calls_the_holder_and_waits_for_one(cluster: Any) -> None:
     with pytest.raises(NotRegistered) as info:
         via("nobody", registry=reg.name, timeout=0.5).ping.call()
     assert info.value.key == "nobody" and time.monotonic() - started < 5
+    started = time.monotonic()
+    with pytest.raises(NotRegistered, match="no holder now"):  # .remote() never waits
+        via("nobody", registry=reg.name, timeout=10).ping.remote()
+    assert time.monotonic() - started < 2
     late = Plain.remote()
     threading.Timer(0.5, lambda: reg.register("late", late)).start()
     assert via("late", registry=reg.name, timeout=10).ping.call() > 0

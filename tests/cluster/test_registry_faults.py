@@ -83,7 +83,8 @@ class Traffic:
         self.history: list[int] = []  # every acknowledged epoch, in order
         self.running = True
 
-    def run(self, registry: Registry, prefix: str, seconds: float) -> tuple[dict[str, int], list[int]]:
+    def run(self, registry: Registry, prefix: str,
+            seconds: float) -> tuple[dict[str, int], list[int]]:
         me = ray.get_runtime_context().current_actor
         deadline = time.monotonic() + seconds
         i = 0
@@ -131,7 +132,8 @@ DEATHS = {
     "monitor returns (child exits)": lambda h: rpc.get(h.stop.remote(), timeout=10),
     "exception exit (exit_actor)": lambda h: h.exit.remote(),
     "ray.kill": lambda h: ray.kill(h),
-    "SIGKILL of its process": lambda h: os.kill(rpc.get(h.pid.remote(), timeout=10), signal.SIGKILL),
+    "SIGKILL of its process": lambda h: os.kill(rpc.get(h.pid.remote(), timeout=10),
+                                                signal.SIGKILL),
 }
 
 
@@ -235,7 +237,8 @@ def test_registry_sigkilled_mid_traffic_loses_nothing(cluster: Any) -> None:
     assert after["pid"] != before["pid"]
     assert isinstance(gone, Unregistered) and gone.key == "doomed"
     assert len(history) >= progress_at_kill + 30
-    assert all(a < b for a, b in zip(history, history[1:], strict=False))  # never backwards, across the restart
+    # never backwards, across the restart
+    assert all(a < b for a, b in zip(history, history[1:], strict=False))
     stored = {r.key: r.epoch for r in reg.select("t/")}
     assert stored == acked  # every acknowledged registration, with its acknowledged epoch
     assert after["polled"] == 1 and reg.keys_of(traffic) == sorted(acked)

@@ -17,6 +17,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ from herd.platform.crdt import (
     load,
     loads,
 )
-from herd.platform.errors import ConfigError
+from herd.platform.errors import ClockSkewError, ConfigError
 
 REPLICAS = ("a", "b", "c")
 json_values = st.recursive(
@@ -111,7 +112,7 @@ class Case:
     """How to exercise one CRDT type."""
 
     name: str
-    empty: Callable[[], CRDT]
+    empty: Callable[..., CRDT]  # called with a replica id, or with none for a read-only state
     kinds: tuple[str, ...]
     paths: st.SearchStrategy[tuple[Any, ...]]
     apply: Callable[[CRDT, Op], CRDT]
@@ -127,13 +128,12 @@ def one(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
 
 
 def apply_counter(state: Any, op: Op) -> CRDT:
-    return state.increment(op.replica, op.value) if op.kind == "inc" \
-        else state.decrement(op.replica, op.value)
+    return state.increment(op.value) if op.kind == "inc" else state.decrement(op.value)
 
 
 def apply_orset(state: Any, op: Op) -> CRDT:
     if op.kind == "add":
-        return state.add(op.replica, op.path[0])
+        return state.add(op.path[0])
     if op.kind == "remove":
         return state.remove(op.path[0])
     return state.clear()
@@ -141,7 +141,7 @@ def apply_orset(state: Any, op: Op) -> CRDT:
 
 def apply_awlww(state: Any, op: Op) -> CRDT:
     if op.kind == "put":
-        return state.put(op.replica, op.path[-1], op.value, op.timestamp)
+        return state.put(op.path[-1], op.value, op.timestamp)
     return state.remove(op.path[-1])
 
 
@@ -155,7 +155,7 @@ def apply_ormap_orset(state: Any, op: Op) -> CRDT:
 def apply_ormap_mv(state: Any, op: Op) -> CRDT:
     if op.kind == "remove_key":
         return state.remove(op.path[0])
-    return state.update(op.path[0], lambda r: r.set(op.replica, op.value))
+    return state.update(op.path[0], lambda r: r.set(op.value))
 
 
 def apply_ormap_awlww(state: Any, op: Op) -> CRDT:
@@ -170,12 +170,12 @@ def apply_ormap_ormap_mv(state: Any, op: Op) -> CRDT:
     key, inner = op.path
     if op.kind == "remove":
         return state.update(key, lambda m: m.remove(inner))
-    return state.update(key, lambda m: m.update(inner, lambda r: r.set(op.replica, op.value)))
+    return state.update(key, lambda m: m.update(inner, lambda r: r.set(op.value)))
 
 
 CASES = [
     Case("GCounter", GCounter, ("inc",), st.just(()),
-         lambda s, op: s.increment(op.replica, op.value),  # type: ignore[attr-defined]
+         lambda s, op: s.increment(op.value),  # type: ignore[attr-defined]
          lambda ops: sum(o.value for o in ops), values=st.integers(1, 5)),
     Case("PNCounter", PNCounter, ("inc", "dec"), st.just(()), apply_counter,
          lambda ops: sum(o.value if o.kind == "inc" else -o.value for o in ops),
@@ -194,24 +194,24 @@ CASES = [
          lambda s, op: s.set(op.value, op.timestamp),  # type: ignore[attr-defined]
          lambda ops: value_json(lww_value(ops)) if ops else None, write_values, timed=True),
     Case("MVRegister", MVRegister, ("set",), st.just(()),
-         lambda s, op: s.set(op.replica, op.value),  # type: ignore[attr-defined]
+         lambda s, op: s.set(op.value),  # type: ignore[attr-defined]
          lambda ops: mv_value(alive(ops)), write_values),
     Case("AWLWWMap", AWLWWMap, ("put", "put", "remove"), one(elements), apply_awlww,
          lambda ops: {k: value_json(lww_value(ws)) for k, ws in by_key(alive(ops), 0).items()},
          write_values, timed=True, large_paths=one(st.integers(0, 150))),
-    Case("ORMap[ORSet]", lambda: ORMap(ORSet), ("add", "add", "remove", "remove_key"),
+    Case("ORMap[ORSet]", partial(ORMap, ORSet), ("add", "add", "remove", "remove_key"),
          st.tuples(elements, inner_keys), apply_ormap_orset,
          lambda ops: {k: frozenset(w.path[1] for w in ws)
                       for k, ws in by_key(alive(ops), 0).items()},
          large_paths=st.tuples(st.integers(0, 150), inner_keys), large_path=lambda n: (n, "p")),
-    Case("ORMap[MVRegister]", lambda: ORMap(MVRegister), ("set", "set", "remove_key"),
+    Case("ORMap[MVRegister]", partial(ORMap, MVRegister), ("set", "set", "remove_key"),
          one(elements), apply_ormap_mv,
          lambda ops: {k: mv_value(ws) for k, ws in by_key(alive(ops), 0).items()}, write_values),
-    Case("ORMap[AWLWWMap]", lambda: ORMap(AWLWWMap), ("put", "put", "remove", "remove_key"),
+    Case("ORMap[AWLWWMap]", partial(ORMap, AWLWWMap), ("put", "put", "remove", "remove_key"),
          st.tuples(elements, inner_keys), apply_ormap_awlww,
          lambda ops: {k: {k2: value_json(lww_value(w2)) for k2, w2 in by_key(ws, 1).items()}
                       for k, ws in by_key(alive(ops), 0).items()}, write_values, timed=True),
-    Case("ORMap[ORMap[MVRegister]]", lambda: ORMap("ORMap[MVRegister]"),
+    Case("ORMap[ORMap[MVRegister]]", partial(ORMap, "ORMap[MVRegister]"),
          ("set", "set", "remove", "remove_key"), st.tuples(elements, inner_keys),
          apply_ormap_ormap_mv,
          lambda ops: {k: {k2: mv_value(w2) for k2, w2 in by_key(ws, 1).items()}
@@ -276,10 +276,12 @@ def make_op(case: Case, step: Step, op_id: int, past: frozenset[int]) -> Op:
 
 
 def run_op(state: CRDT, case: Case, op: Op) -> CRDT:
-    """Apply ``op`` and check the delta law ``state.op() == state ⊔ δ``."""
+    """Apply ``op`` (on the replica ``op.replica`` stands for) and check the delta law
+    ``state.op() == state ⊔ δ``."""
+    assert state.replica == op.replica
     before = state.copy()
     delta = case.apply(state, op)
-    assert type(delta) is type(state)
+    assert type(delta) is type(state) and delta.replica is None
     assert before.merge(delta) == state, "applying an operation must equal joining its delta"
     return delta
 
@@ -326,7 +328,7 @@ def test_laws_and_delivery_in_any_order_with_duplicates(case: Case, data: st.Dat
     whatever order it merges the others in."""
     steps, seed = data.draw(programs(case))
     rng = random.Random(seed)
-    states = [case.empty() for _ in REPLICAS]
+    states = [case.empty(replica) for replica in REPLICAS]
     history: list[list[CRDT]] = [[s.copy()] for s in states]
     deltas: list[CRDT] = []
     for n, step in enumerate(steps):
@@ -363,7 +365,7 @@ class Net:
     def __init__(self, case: Case) -> None:
         n = len(REPLICAS)
         self.case = case
-        self.states = [case.empty() for _ in range(n)]
+        self.states = [case.empty(replica) for replica in REPLICAS]
         self.known: list[frozenset[int]] = [frozenset()] * n
         self.logs: list[list[tuple[CRDT, frozenset[int]]]] = [[] for _ in range(n)]
         self.acks = [[0] * n for _ in range(n)]
@@ -475,10 +477,10 @@ def test_values_are_stored_in_canonical_json_form(value: Any) -> None:
     """Registers and maps hold the JSON form of a value (tuples become lists): reads equal the
     value after a JSON round trip, and states round-trip exactly."""
     expected = value_json(value)
-    reg, mv, m = LWWRegister(), MVRegister(), AWLWWMap()
-    reg.set(value, HLCTimestamp(1, 0, "a"))
-    mv.set("a", value)
-    m.put("a", "k", value, HLCTimestamp(1, 0, "a"))
+    reg, mv, m = LWWRegister("a"), MVRegister("a"), AWLWWMap("a")
+    reg.set(value)
+    mv.set(value)
+    m.put("k", value)
     assert reg.value() == expected and mv.value() == [expected] and m.get("k") == expected
     for state in (reg, mv, m):
         assert_roundtrip(state)
@@ -487,22 +489,23 @@ def test_values_are_stored_in_canonical_json_form(value: Any) -> None:
 # ------------------------------------------------------------------------- unit behaviour
 
 def test_counters() -> None:
-    g = GCounter()
-    assert g.increment("a").to_dict() == {"type": "GCounter", "v": 1, "counts": {"a": 1}}
-    delta = g.increment("a", 4)
+    g = GCounter("a")
+    assert g.increment().to_dict() == {"type": "GCounter", "v": 1, "counts": {"a": 1}}
+    delta = g.increment(4)
     assert delta.to_dict()["counts"] == {"a": 5}, "the delta is just this replica's entry"
-    g.increment("b")
+    g.merge(GCounter("b").increment())
     assert g.value() == 6
-    p, q = PNCounter(), PNCounter()
-    p.increment("a", 10)
-    p.decrement("b", 3)
-    q.decrement("a", 2)
+    p, q = PNCounter("a"), PNCounter("b")
+    p.increment(10)
+    q.decrement(3)
+    p.merge(q)
+    q.decrement(2)
     assert p.copy().merge(q).value() == 5
-    assert p.decrement("b").to_dict() == {"type": "PNCounter", "v": 1, "p": {}, "n": {"b": 4}}
+    assert q.decrement().to_dict() == {"type": "PNCounter", "v": 1, "p": {}, "n": {"b": 6}}
 
 
 def test_two_phase_set_remove_is_forever() -> None:
-    s = TwoPSet()
+    s = TwoPSet()  # mints nothing, so needs no replica id
     s.add("x")
     s.remove("x")
     s.add("x")
@@ -529,11 +532,11 @@ def test_or_set_add_wins_over_a_concurrent_remove(history: list[tuple[str, Any]]
                                                   element: Any) -> None:
     """An element added on A concurrently with its removal on B is present after merge; an
     element removed after observing all its adds is absent."""
-    a, b = ORSet(), ORSet()
+    a, b = ORSet("a"), ORSet("b")
     for replica, x in history:
-        a.add(replica, x)
+        a.merge(a.copy(replica).add(x))  # the add of a writer that has seen everything
     b.merge(a)
-    a.add("a", element)
+    a.add(element)
     b.remove(element)
     synced(a, b)
     assert a.contains(element) and element in b
@@ -543,10 +546,11 @@ def test_or_set_add_wins_over_a_concurrent_remove(history: list[tuple[str, Any]]
 
 
 def test_or_set_deltas_are_small_and_adds_retire_old_dots() -> None:
-    s = ORSet()
+    s = ORSet("a")
     for n in range(1000):
-        s.add("a", n)
-    add = s.add("b", 5)
+        s.add(n)
+    add = s.copy("b").add(5)
+    s.merge(add)
     assert add.to_dict() == {"type": "ORSet", "v": 1,
                              "context": {"vv": {"b": 1}, "cloud": [["a", 6]]},
                              "store": [[5, [["b", 1]]]]}
@@ -563,18 +567,18 @@ def test_or_set_deltas_are_small_and_adds_retire_old_dots() -> None:
 
 
 def test_returned_deltas_do_not_alias_the_replica() -> None:
-    s = ORSet()
-    delta = s.add("a", "x")
-    delta.add("b", "y")
+    s = ORSet("a")
+    delta = s.add("x")
+    delta.merge(ORSet("b").add("y"))
     delta.remove("x")
-    assert s.value() == frozenset({"x"})
-    m = ORMap(ORSet)
-    d = m.update("k", lambda v: v.add("a", 1))
-    d.update("k", lambda v: v.add("b", 2))
-    assert m.value() == {"k": frozenset({1})}
+    assert s.value() == frozenset({"x"}) and delta.value() == frozenset({"y"})
+    m = ORMap(ORSet, "a")
+    d = m.update("k", lambda v: v.add(1))
+    d.merge(ORMap(ORSet, "b").update("k", lambda v: v.add(2)))
+    assert m.value() == {"k": frozenset({1})} and d.value() == {"k": frozenset({1, 2})}
     got = m.get("k")
-    got.add("c", 3)
-    assert m.value() == {"k": frozenset({1})} and got.value() == frozenset({1, 3})
+    got.remove(1)
+    assert m.value() == {"k": frozenset({1})} and got.value() == frozenset()
 
 
 def test_causal_context_is_compact_and_canonical() -> None:
@@ -591,13 +595,11 @@ def test_lww_register_orders_by_hlc_timestamp() -> None:
     physical = [1000]
     clock_a = HybridLogicalClock("a", physical_ms=lambda: physical[0])
     clock_b = HybridLogicalClock("b", physical_ms=lambda: physical[0] - 500)  # runs behind
-    a, b = LWWRegister(), LWWRegister()
-    assert a.value() is None and a.timestamp is None
-    a.set("first", clock_a)
+    a, b = LWWRegister(clock=clock_a), LWWRegister(clock=clock_b)
+    assert a.value() is None and a.timestamp is None and b.replica == "b"
+    a.set("first")
     b.merge(a)
-    assert b.timestamp is not None
-    clock_b.update(b.timestamp)  # receipt: b's next stamp orders after a's
-    b.set("second", clock_b)
+    b.set("second")  # b's clock first receives a's write, so this one orders after it
     a.merge(b)
     assert a.value() == b.value() == "second"
     stale = a.set("stale", HLCTimestamp(1, 0, "z"))
@@ -614,49 +616,49 @@ def test_lww_register_orders_by_hlc_timestamp() -> None:
 
 
 def test_mv_register_keeps_concurrent_writes_until_overwritten() -> None:
-    a, b = MVRegister(), MVRegister()
+    a, b = MVRegister("a"), MVRegister("b")
     assert a.value() == []
-    a.set("a", "left")
-    b.set("b", "right")
+    a.set("left")
+    b.set("right")
     synced(a, b)
     assert a.value() == ["left", "right"]
-    resolved = a.set("a", {"both": True})
+    resolved = a.set({"both": True})
     assert resolved.to_dict()["context"] == {"vv": {"a": 2, "b": 1}, "cloud": []}
     assert b.merge(resolved).value() == [{"both": True}]
-    b.set("b", "same")
-    a.set("a", "same")
+    b.set("same")
+    a.set("same")
     assert a.merge(b).value() == ["same"], "equal concurrent values are shown once"
 
 
 def test_aw_lww_map_semantics() -> None:
-    a, b = AWLWWMap(), AWLWWMap()
-    a.put("a", "k", 1, HLCTimestamp(5, 0, "a"))
+    a, b = AWLWWMap("a"), AWLWWMap("b")
+    a.put("k", 1, HLCTimestamp(5, 0, "a"))
     b.merge(a)
     b.remove("k")
-    a.put("a", "k", 2, HLCTimestamp(6, 0, "a"))  # concurrent with the remove
+    a.put("k", 2, HLCTimestamp(6, 0, "a"))  # concurrent with the remove
     synced(a, b)
     assert a.value() == b.value() == {"k": 2}, "put wins over a concurrent remove"
     b.remove("k")
     synced(a, b)
     assert "k" not in a and a.get("k", "gone") == "gone"
-    a.put("a", "j", "old", HLCTimestamp(7, 0, "a"))
-    b.put("b", "j", "new", HLCTimestamp(8, 0, "b"))  # concurrent: greatest timestamp wins
+    a.put("j", "old", HLCTimestamp(7, 0, "a"))
+    b.put("j", "new", HLCTimestamp(8, 0, "b"))  # concurrent: greatest timestamp wins
     synced(a, b)
     assert a.get("j") == b.get("j") == "new"
-    a.put("a", "j", "after", HLCTimestamp(1, 0, "a"))  # saw "new": causality first
+    a.put("j", "after", HLCTimestamp(1, 0, "a"))  # saw "new": causality first
     synced(a, b)
     assert b.get("j") == "after" and len(b) == 1
-    assert a.put("a", "j", "x", HLCTimestamp(9, 0, "a")).to_dict()["store"] == [
+    assert a.put("j", "x", HLCTimestamp(9, 0, "a")).to_dict()["store"] == [
         ["j", [["a", 5, [9, 0, "a", "x"]]]]]
 
 
 def test_or_map_update_wins_over_concurrent_remove_and_resets() -> None:
-    a = ORMap(ORSet)
+    a = ORMap(ORSet, "a")
     assert a.value_type == "ORSet"
-    a.update("cart", lambda s: (s.add("a", "apple"), s.add("a", "pear")))
-    b = a.copy()
+    a.update("cart", lambda s: (s.add("apple"), s.add("pear")))
+    b = a.copy()  # a remove needs no replica id
     b.remove("cart")
-    a.update("cart", lambda s: s.add("a", "plum"))  # concurrent with the remove
+    a.update("cart", lambda s: s.add("plum"))  # concurrent with the remove
     synced(a, b)
     assert a.value() == b.value() == {"cart": frozenset({"plum"})}, \
         "the key survives with only the concurrent update's effects"
@@ -667,16 +669,16 @@ def test_or_map_update_wins_over_concurrent_remove_and_resets() -> None:
 
 
 def test_nested_or_maps() -> None:
-    m = ORMap("ORMap[MVRegister]")
+    m = ORMap("ORMap[MVRegister]", "a")
     assert m.value_type == "ORMap[MVRegister]"
-    delta = m.update("user", lambda u: (u.update("name", lambda r: r.set("a", "ann")),
-                                        u.update("age", lambda r: r.set("a", 30))))
+    delta = m.update("user", lambda u: (u.update("name", lambda r: r.set("ann")),
+                                        u.update("age", lambda r: r.set(30))))
     assert m.value() == {"user": {"age": [30], "name": ["ann"]}}
     assert delta.to_dict()["value_type"] == "ORMap[MVRegister]"
     assert ORMap("ORMap[MVRegister]").merge(delta) == m
     other = m.copy()
     other.update("user", lambda u: u.remove("age"))
-    m.update("user", lambda u: u.update("name", lambda r: r.set("a", "anne")))
+    m.update("user", lambda u: u.update("name", lambda r: r.set("anne")))
     synced(m, other)
     assert m.value() == {"user": {"name": ["anne"]}}
     inner = m.get("user")
@@ -685,12 +687,74 @@ def test_nested_or_maps() -> None:
 
 
 def test_repr_is_short_and_useful() -> None:
-    s = ORSet()
+    s = ORSet("a")
     for n in range(100):
-        s.add("a", n)
+        s.add(n)
     assert repr(s).startswith("ORSet(frozenset({") and len(repr(s)) < 120
     assert repr(GCounter()) == "GCounter(0)"
     assert "vv={'a': 100}" in repr(CausalContext({"a": 100}))
+
+
+def test_replica_ids_are_bound_at_construction_and_never_shipped() -> None:
+    """Mutations mint under the id given at construction; copies, deltas and loaded or
+    unpickled states carry no id unless one is given, and a state restored under its own id
+    continues its own sequence of dots."""
+    s = ORSet("a")
+    s.add("x")
+    assert s.replica == "a" and s.to_dict()["context"]["vv"] == {"a": 1}
+    assert set(s.to_dict()) == {"type", "v", "context", "store"}
+    for detached in (s.copy(), s.add("y"), loads(s.to_bytes()), pickle.loads(pickle.dumps(s))):
+        assert detached.replica is None
+    restored = ORSet.from_bytes(s.to_bytes(), replica="a")
+    assert restored == s and restored.add("z").to_dict()["store"] == [["z", [["a", 3]]]]
+    assert load(s.to_dict(), replica="b").replica == "b"
+    other = s.copy("b")
+    assert other.replica == "b" and other.add("w").to_dict()["store"] == [["w", [["b", 1]]]]
+    assert s.value() == frozenset({"x", "y"}), "a copy is independent"
+    assert s.copy("a").clock is s.clock, "a snapshot under the same id shares the clock"
+    assert s.copy("b").clock is not s.clock and s.copy("b").clock.replica == "b"
+    for cls in (GSet, TwoPSet):  # mint nothing: mutate without an id, accept one like all
+        assert cls().add(1).value() == frozenset({1}) and cls("a").replica == "a"
+
+
+def test_timestamped_writes_default_to_the_replicas_clock() -> None:
+    """LWWRegister.set and AWLWWMap.put without ``at`` stamp with the replica's HLC after
+    feeding it the write they replace, so a replica whose wall clock runs behind still
+    overwrites what it has seen; a replaced write too far ahead is refused, state unchanged."""
+    ahead = LWWRegister("a", clock=HybridLogicalClock("a", physical_ms=lambda: 50_000))
+    ahead.set("from-a")
+    behind = LWWRegister("b", clock=HybridLogicalClock("b", physical_ms=lambda: 1_000))
+    behind.merge(ahead)
+    behind.set("from-b")
+    assert behind.value() == "from-b" and behind.timestamp is not None
+    assert behind.timestamp.wall_ms == 50_000 and behind.timestamp.replica == "b"
+    assert ahead.merge(behind).value() == "from-b"
+    plain = LWWRegister("c")  # a clock made for "c" on first use, on wall time
+    plain.set(1)
+    assert plain.timestamp is not None and plain.timestamp.replica == "c"
+    assert plain.timestamp == plain.clock.last
+
+    strict = LWWRegister(clock=HybridLogicalClock("s", max_drift_ms=1_000,
+                                                  physical_ms=lambda: 1_000))
+    strict.merge(ahead)
+    with pytest.raises(ClockSkewError):
+        strict.set("late")
+    assert strict.value() == "from-b" and strict.clock.last is None
+    strict.set("explicit", HLCTimestamp(60_000, 0, "s"))  # an explicit timestamp is taken as is
+    assert strict.value() == "explicit"
+
+    m = ORMap(AWLWWMap, "a")
+    m.update("k", lambda v: v.put("x", 1))
+    m.update("k", lambda v: v.put("x", 2))
+    assert m.value() == {"k": {"x": 2}}
+    last = m.clock.last
+    assert last is not None and m.to_dict()["store"] == [
+        ["k", [["x", [["a", 2, [last.wall_ms, last.logical, "a", 2]]]]]]], \
+        "the nested map stamps with the map's clock"
+    direct = AWLWWMap("b", clock=HybridLogicalClock("b", physical_ms=lambda: last.wall_ms - 10))
+    direct.merge(m.get("k"))
+    direct.put("x", 3)
+    assert direct.get("x") == 3 and m.get("k").merge(direct).get("x") == 3
 
 
 TS = [1, 0, "a"]
@@ -736,22 +800,34 @@ ORSET_OK = {"type": "ORSet", "v": 1, "context": {"vv": {"a": 1}, "cloud": []},
     (lambda: loads(b"\xff\xfe"), "raw"),
     (lambda: loads(b'{"type": "GSet", "v": 1, "elements": [1'), "raw"),
     (lambda: GSet.from_bytes("not bytes"), "raw"),  # type: ignore[arg-type]
-    (lambda: GCounter().increment("", 1), "replica"),
-    (lambda: GCounter().increment(3), "replica"),  # type: ignore[arg-type]
-    (lambda: GCounter().increment("a", 0), "amount"),
-    (lambda: PNCounter().decrement("a", True), "amount"),
-    (lambda: ORSet().add("", "x"), "replica"),
-    (lambda: ORSet().add("a", 1.5), "element"),  # type: ignore[arg-type]
-    (lambda: ORSet().add("a", True), "element"),
+    (lambda: GCounter(""), "replica"),
+    (lambda: GCounter(3), "replica"),  # type: ignore[arg-type]
+    (lambda: GCounter().increment(), "replica"),
+    (lambda: PNCounter().decrement(), "replica"),
+    (lambda: GCounter("a").increment(0), "amount"),
+    (lambda: PNCounter("a").decrement(True), "amount"),
+    (lambda: ORSet().add("x"), "replica"),
+    (lambda: ORSet("a").add("x").add("y"), "replica"),  # a delta is bound to no replica
+    (lambda: ORSet("a").copy().add("y"), "replica"),
+    (lambda: ORSet.from_bytes(ORSet().to_bytes()).add("y"), "replica"),
+    (lambda: ORSet.from_bytes(ORSet().to_bytes(), replica=""), "replica"),
+    (lambda: ORMap(ORSet).update("k", lambda s: s.add("x")), "replica"),
+    (lambda: ORSet("a").add(1.5), "element"),  # type: ignore[arg-type]
+    (lambda: ORSet("a").add(True), "element"),
     (lambda: ORSet().remove(None), "element"),  # type: ignore[arg-type]
     (lambda: GSet().add([1]), "element"),  # type: ignore[arg-type]
-    (lambda: MVRegister().set("a", float("nan")), "value"),
-    (lambda: MVRegister().set("a", {1, 2}), "value"),
-    (lambda: MVRegister().set("a", {1: "x", "1": "y"}), "value"),
+    (lambda: MVRegister().set(1), "replica"),
+    (lambda: MVRegister("a").set(float("nan")), "value"),
+    (lambda: MVRegister("a").set({1, 2}), "value"),
+    (lambda: MVRegister("a").set({1: "x", "1": "y"}), "value"),
     (lambda: LWWRegister().set(object(), HLCTimestamp(1, 0, "a")), "value"),
-    (lambda: LWWRegister().set(1, 5), "at"),  # type: ignore[arg-type]
-    (lambda: AWLWWMap().put("a", "k", float("inf"), HLCTimestamp(1, 0, "a")), "value"),
-    (lambda: AWLWWMap().put("a", ("k",), 1, HLCTimestamp(1, 0, "a")), "key"),
+    (lambda: LWWRegister("a").set(1, 5), "at"),  # type: ignore[arg-type]
+    (lambda: LWWRegister().set(1), "replica"),
+    (lambda: LWWRegister("a", clock=HybridLogicalClock("b")), "clock"),
+    (lambda: LWWRegister(clock="a"), "clock"),  # type: ignore[arg-type]
+    (lambda: AWLWWMap().put("k", 1), "replica"),
+    (lambda: AWLWWMap("a").put("k", float("inf")), "value"),
+    (lambda: AWLWWMap("a").put(("k",), 1), "key"),  # type: ignore[arg-type]
     (lambda: ORMap(ORSet).update(1.5, lambda s: None), "key"),  # type: ignore[arg-type]
     (lambda: ORMap(GCounter), "value_type"),  # type: ignore[arg-type]
     (lambda: ORMap(ORMap), "value_type"),

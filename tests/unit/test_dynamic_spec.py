@@ -1,38 +1,24 @@
-"""DynamicSupervisorSpec validation, child spec checks and the members' pure placement decisions
-(``place`` for orphans and drains, ``move_targets`` for active redistribution). No Ray."""
+"""DynamicSupervisorSpec validation, which nodes run members and own children (the head rule),
+child spec checks, and the typed child record. No Ray."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from herd.platform.errors import ConfigError
-from herd.platform.membership import NodeInfo
-from herd.supervisors.dynamic.spec import (
-    DynamicSupervisorSpec,
-    Placing,
-    check_child_spec,
-    member_of,
-    move_targets,
-    place,
-    requirements_of,
-)
+from herd.platform.gcs import NodeInfo
+from herd.supervisors.dynamic.child_record import SUP_META, ChildRecord, child_name
+from herd.supervisors.dynamic.spec import DynamicSupervisorSpec, check_child_spec
 from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec
-from herd.supervisors.strategies import Member, Requirements, make_strategy
+from herd.supervisors.strategies import Member, Requirements, member_of, requirements_of
 
 
 class Worker:
     pass
 
 
-def members(*ids: str, loads: dict[str, int] | None = None) -> list[Member]:
-    return [Member(id=i, labels={"region": "us-west" if i.startswith("w") else "us-east"},
-                   load=(loads or {}).get(i, 0), resources={"CPU": 1.0}) for i in ids]
-
-
-def placing(*ids: str, **requirements: Requirements) -> dict[str, Placing]:
-    return {i: Placing(n, requirements.get(i, Requirements())) for n, i in enumerate(ids, 1)}
+def members(*ids: str) -> list[Member]:
+    return [Member(id=i, resources={"CPU": 1.0}) for i in ids]
 
 
 # ------------------------------------------------------------------------------ config
@@ -55,14 +41,39 @@ def test_spec_defaults_and_validation() -> None:
     assert not quorum.strategy().has_quorum(members("a"))
 
 
-def test_admits_node() -> None:
-    west, east = {"region": "us-west", "zone": "a"}, {"region": "us-east"}
-    assert DynamicSupervisorSpec(name="x").admits_node(east)
-    only_west = DynamicSupervisorSpec(name="x", members={"region": "us-west"})
-    assert only_west.admits_node(west) and not only_west.admits_node(east)
-    either = DynamicSupervisorSpec(name="x", members=[{"zone": "a"}, {"region": "us-east"}])
-    assert either.admits_node(west) and either.admits_node(east)
-    assert not either.admits_node({"region": "eu"})
+def node(node_id: str, region: str = "us-east", head: bool = False,
+         alive: bool = True) -> NodeInfo:
+    return NodeInfo(node_id, "127.0.0.1", alive, {"region": region}, {"CPU": 1.0}, head)
+
+
+def ids(nodes: list[NodeInfo]) -> list[str]:
+    return [n.node_id for n in nodes]
+
+
+def test_auto_members_keep_children_off_the_head_while_a_worker_is_eligible() -> None:
+    cluster = [node("h", head=True), node("w1", "us-west"), node("w2"), node("x", alive=False)]
+    auto = DynamicSupervisorSpec(name="x")
+    assert ids(auto.hosts(cluster)) == ["h", "w1", "w2"]  # a member everywhere, idle on h
+    assert ids(auto.eligible(cluster)) == ["w1", "w2"]
+    assert ids(auto.eligible(cluster[:1])) == ["h"]  # no worker: the head takes children
+    assert ids(auto.eligible([cluster[0], node("w1", alive=False)])) == ["h"]
+    draining = DynamicSupervisorSpec(name="x", draining=("w1",))
+    assert ids(draining.eligible(cluster)) == ["w2"]
+    assert ids(draining.eligible(cluster, include_draining=True)) == ["w1", "w2"]
+    only = DynamicSupervisorSpec(name="x", draining=("w1",))
+    assert ids(only.eligible(cluster[:2])) == ["h"]  # draining the only worker: the head
+    assert ids(DynamicSupervisorSpec(name="x", members="all").eligible(cluster)) == [
+        "h", "w1", "w2"]
+
+
+def test_label_filters_admit_the_head_like_any_node() -> None:
+    cluster = [node("h", head=True), node("w1", "us-west"), node("w2")]
+    east = DynamicSupervisorSpec(name="x", members={"region": "us-east"})
+    assert ids(east.hosts(cluster)) == ids(east.eligible(cluster)) == ["h", "w2"]
+    either = DynamicSupervisorSpec(name="x", members=[{"region": "eu"}, {"region": "us-west"}])
+    assert ids(either.eligible(cluster)) == ["w1"]
+    with pytest.raises(ConfigError):
+        DynamicSupervisorSpec.build(name="x", members="workers")
 
 
 def test_requirements_and_child_checks() -> None:
@@ -83,94 +94,43 @@ def test_requirements_and_child_checks() -> None:
 
 
 def test_member_of_node() -> None:
-    node = NodeInfo("n1", "127.0.0.1", True, {"region": "us-west"}, {"CPU": 1.0})
-    member = member_of(node, load=2)
+    member = member_of(node("n1", "us-west"), load=2)
     assert (member.id, member.region, member.load, member.resources["CPU"]) == (
         "n1", "us-west", 2, 1.0)
 
 
-# ------------------------------------------------------------------------- placement
-def test_place_skips_children_no_member_admits() -> None:
-    west = Requirements(labels={"region": "us-west"})
-    gpu = Requirements(resources={"GPU": 1})
-    owners = place(make_strategy("hash_ring"), placing("a", "b", "c", b=west, c=gpu),
-                   members("e1", "w1"))
-    assert set(owners) == {"a", "b"} and owners["b"] == "w1"
+# ------------------------------------------------------------------------- child record
+def test_child_record_round_trips_through_registry_meta() -> None:
+    record = ChildRecord(sup="workers", child_id="c-1", owner="n1", restart="transient",
+                         start_by=12.5, requirements=Requirements(labels={"region": "eu"},
+                                                                  resources={"CPU": 0.5}))
+    meta = record.to_meta()
+    assert meta[SUP_META] == "workers" and meta["owner"] == "n1"
+    assert "epoch" not in meta and "has_holder" not in meta
+    assert record.name == child_name("workers", "c-1") == "workers/c-1"
+
+    class Reg:
+        key, epoch, entry_id, handle = "workers/c-1", 7, 3, object()
+
+    Reg.meta = meta  # type: ignore[attr-defined]
+    back = ChildRecord.from_registration(Reg())  # type: ignore[arg-type]
+    assert back == ChildRecord(**{**record.__dict__, "epoch": 7, "entry_id": 3,
+                                  "has_holder": True})
+    assert ChildRecord.is_record_of(Reg(), "workers")  # type: ignore[arg-type]
+    assert not ChildRecord.is_record_of(Reg(), "other")  # type: ignore[arg-type]
 
 
-def test_place_least_loaded_spreads_a_batch() -> None:
-    owners = place(make_strategy("least_loaded"), placing("a", "b", "c", "d"),
-                   members("e1", "w1", loads={"e1": 1}))
-    chosen = list(owners.values())
-    assert owners["a"] == "w1"  # the emptier member first
-    assert abs((1 + chosen.count("e1")) - chosen.count("w1")) <= 1  # then evenly
-
-
-def test_place_random_agrees_across_members_and_epochs_reroll() -> None:
-    orphans = placing(*(f"c{i}" for i in range(40)))
-    first = place(make_strategy("random"), orphans, members("e1", "w1", "w2"))
-    again = place(make_strategy("random"), orphans, members("w2", "e1", "w1"))
-    assert first == again  # survivors computing independently agree on every owner
-    assert set(first.values()) == {"e1", "w1", "w2"}
-    later = {k: Placing(v.epoch + 100, v.requirements) for k, v in orphans.items()}
-    assert place(make_strategy("random"), later, members("e1", "w1", "w2")) != first
-
-
-def test_place_quorum_without_majority_places_nothing() -> None:
-    quorum = make_strategy("quorum", size=3)
-    assert place(quorum, placing("a", "b"), members("e1")) == {}
-    assert set(place(quorum, placing("a", "b"), members("e1", "w1")).values()) <= {"e1", "w1"}
-
-
-def test_move_targets_passive_and_random_never_move() -> None:
-    own = placing("a", "b", "c")
-    for name in ("hash_ring", "least_loaded", "random"):
-        assert move_targets(make_strategy(name), "e1", own, members("e1", "w1"),
-                            redistribution="passive", draining=False) == {}
-    assert move_targets(make_strategy("random"), "e1", own, members("e1", "w1"),
-                        redistribution="active", draining=False) == {}
-
-
-def test_move_targets_hash_ring_active_matches_the_ring() -> None:
-    strategy = make_strategy("hash_ring")
-    ids = [f"c{i}" for i in range(30)]
-    targets = move_targets(strategy, "e1", placing(*ids), members("e1", "w1"),
-                           redistribution="active", draining=False)
-    expected = {i: "w1" for i in ids if strategy.choose(i, members("e1", "w1")).id == "w1"}
-    assert targets == expected and 0 < len(targets) < len(ids)
-
-
-def test_move_targets_least_loaded_evens_without_thrashing() -> None:
-    strategy = make_strategy("least_loaded")
-    own = placing("a", "b", "c", "d")
-    targets = move_targets(strategy, "e1", own, members("e1", "w1", loads={"e1": 4}),
-                           redistribution="active", draining=False)
-    assert list(targets.values()) == ["w1", "w1"]  # 4/0 -> 2/2
-    assert move_targets(strategy, "e1", placing("a", "b"), members("e1", "w1", loads={
-        "e1": 2, "w1": 1}), redistribution="active", draining=False) == {}  # 2/1: stays
-
-
-def test_move_targets_drain_moves_everything_to_others() -> None:
-    own = placing("a", "b", "c", c=Requirements(labels={"region": "mars"}))
-    targets = move_targets(make_strategy("hash_ring"), "e1", own, members("w1", "w2"),
-                           redistribution="passive", draining=True)
-    assert set(targets) == {"a", "b"} and set(targets.values()) <= {"w1", "w2"}
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["e1", "w1", "w2", "w3"]), min_size=1, unique=True),
-       st.lists(st.text("abcdef", min_size=1, max_size=6), unique=True, max_size=30),
-       st.sampled_from(["hash_ring", "least_loaded", "random"]))
-def test_place_owners_are_admitted_members(member_ids: list[str], child_ids: list[str],
-                                           name: str) -> None:
-    west = Requirements(labels={"region": "us-west"})
-    children = {c: Placing(i, west if i % 2 else Requirements())
-                for i, c in enumerate(child_ids)}
-    live = members(*member_ids)
-    owners = place(make_strategy(name), children, live)
-    by_id = {m.id: m for m in live}
-    for child_id, owner in owners.items():
-        assert children[child_id].requirements.admits(by_id[owner])
-    has_west = any(m.startswith("w") for m in member_ids)
-    assert set(owners) == {c for c, p in children.items()
-                           if has_west or not p.requirements.labels}
+def test_child_record_claims_starts_and_moves() -> None:
+    record = ChildRecord(sup="s", child_id="c", owner="dead", incarnation=2, restarts=1,
+                         state="running", region="us-west", started_at=5.0, start_by=9.0)
+    assert record.names("dead", 2) and not record.names("dead", 3)
+    claimed = record.claimed("n2", "us-east", failover=True, restarted=False)
+    assert (claimed.owner, claimed.incarnation, claimed.state, claimed.start_by) == (
+        "n2", 3, "starting", None)
+    assert (claimed.failovers, claimed.restarts, claimed.region) == (1, 1, "us-east")
+    restarted = claimed.claimed("n2", "us-east", failover=False, restarted=True)
+    assert (restarted.incarnation, restarted.failovers, restarted.restarts) == (4, 1, 2)
+    started = claimed.started("us-east", 42.0)
+    assert (started.state, started.started_at) == ("running", 42.0)
+    moving = started.moving_to("n3")
+    assert (moving.owner, moving.state, moving.incarnation) == ("n3", "moving", 3)

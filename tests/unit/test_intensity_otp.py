@@ -88,7 +88,9 @@ def proc(core: SupervisorCore[Proc], cid: str) -> Proc:
 
 
 def crash(core: SupervisorCore[Proc], cid: str, reason: str = "abnormal") -> str | None:
-    return run(core.child_exited(proc(core, cid), reason))
+    """The child exits: None, or why the supervisor must stop (``str`` of the core's Stop)."""
+    stop = run(core.child_exited(proc(core, cid), reason))
+    return None if stop is None else str(stop)
 
 
 def statuses(core: SupervisorCore[Proc]) -> dict[str, str]:
@@ -175,7 +177,9 @@ def test_intensity_exceeded_stops_everything() -> None:
     assert crash(core, "c1") is None
     assert crash(core, "c1") is None
     clock.now += 9
-    assert crash(core, "c2") == "shutdown"
+    assert crash(core, "c2") == ("shutdown: reached_max_restart_intensity (child 'c2' exited "
+                                 "with reason 'abnormal'; 3 restarts within 10 s, "
+                                 "max_restarts=2)")
     assert runner.take() == [("start", "c1"), ("start", "c1")]
     run(core.terminate_all())
     assert runner.take() == [("stop", "c1")]
@@ -201,7 +205,10 @@ def test_failed_restart_counts_and_is_retried_until_intensity() -> None:
         assert core.take_retries() == ["c1"]
         outcome = run(core.try_again("c1"))
         tries += 1
-    assert outcome == "shutdown" and tries == 5
+    assert outcome is not None and tries == 5
+    assert outcome.reason == "shutdown"
+    assert outcome.detail == ("reached_max_restart_intensity (child 'c1' failed to restart; "
+                              "5 restarts within 5 s, max_restarts=4)")
     runner.take()
     run(core.terminate_all())
     assert runner.take() == [("stop", "c2")]
@@ -312,7 +319,9 @@ def test_significant_temporary_any() -> None:
                            child("c3", restart="temporary"), auto_shutdown="any_significant")
     run(core.terminate_child("c1"))  # stopped by its supervisor: no auto_shutdown
     assert crash(core, "c3", "killed") is None
-    assert crash(core, "c2", "killed") == "shutdown"
+    assert crash(core, "c2", "killed") == (
+        "shutdown: auto_shutdown (significant child 'c2' exited with reason 'killed'; "
+        "auto_shutdown=any_significant)")
 
 
 def test_significant_transient_all() -> None:
@@ -321,7 +330,9 @@ def test_significant_transient_all() -> None:
                            child("c3", restart="transient"), auto_shutdown="all_significant")
     assert crash(core, "c1", "killed") is None  # abnormal: restarted, not significant exit
     assert crash(core, "c1", "normal") is None  # c2 still running
-    assert crash(core, "c2", "shutdown") == "shutdown"
+    assert crash(core, "c2", "shutdown") == (
+        "shutdown: auto_shutdown (significant child 'c2' exited with reason 'shutdown'; "
+        "auto_shutdown=all_significant)")
 
 
 @pytest.mark.parametrize("strategy", ["one_for_one", "one_for_all", "rest_for_one"])

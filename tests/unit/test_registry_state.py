@@ -68,8 +68,19 @@ def test_duplicate_keys_keep_groups_and_a_holder_may_join_many_times() -> None:
         apply(state, store, reg(state, "g", holder, op=op))
     assert [r.holder_id for r in state.registrations("g")] == ["a", "b", "a"]
     assert state.keys_of("a") == ["g"] and state.count() == 3
-    apply(state, store, state.plan_unregister("g", "a"))
+    assert apply(state, store, state.plan_unregister("g", "a")) == 2  # what it removed
     assert [r.holder_id for r in state.registrations("g")] == ["b"]
+    assert apply(state, store, state.plan_unregister("g", "a")) == 0  # nothing left: visible
+
+
+def test_unregister_of_a_holder_keeps_other_holders_records() -> None:
+    state, store = RegistryState("unique"), FakeStore()
+    apply(state, store, reg(state, "k", "a"))
+    counter = state.counter
+    assert apply(state, store, state.plan_unregister("k", "b")) == 0
+    assert [r.holder_id for r in state.registrations("k")] == ["a"] and state.counter == counter
+    assert apply(state, store, state.plan_unregister("k", None)) == 1  # every holder's
+    assert state.registrations("k") == []
 
 
 def test_compare_and_set_creates_updates_and_rejects() -> None:
@@ -204,4 +215,5 @@ def test_epochs_and_positions_only_grow_across_any_history(ops: list[tuple[str, 
             assert all(len(state.registrations(k)) <= 1 for k in ("k1", "k2", "k3"))
     reloaded = store.reload(mode)
     assert reloaded.counter >= last_seq
-    assert sorted(r.entry_id for r in reloaded.select()) == sorted(r.entry_id for r in state.select())
+    assert (sorted(r.entry_id for r in reloaded.select())
+            == sorted(r.entry_id for r in state.select()))

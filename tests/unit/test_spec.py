@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+from ray import cloudpickle
 
 from herd.platform.errors import ConfigError
 from herd.supervisors import ChildSpec, SupervisorSpec, exit
-from herd.supervisors.errors import SupervisorError
+from herd.supervisors.errors import StartChildError, SupervisorError
+from herd.supervisors.otp.classes import ShippedClass, resolve_actor
 from herd.supervisors.otp.spec import check_significant, validate_name
 
 
@@ -160,3 +165,36 @@ def test_exit_outside_a_child() -> None:
     with pytest.raises(ConfigError) as info:
         exit("")
     assert info.value.field == "reason"
+
+
+def test_a_pickled_spec_ships_its_class_and_loads_it_on_use() -> None:
+    spec = ChildSpec(id="w", actor=Worker, args=(1,), options={"num_cpus": 0})
+    back = cloudpickle.loads(cloudpickle.dumps(SupervisorSpec(children=[spec]))).children[0]
+    assert isinstance(back.actor, ShippedClass)
+    assert back.actor.name == f"{__name__}:Worker"
+    assert resolve_actor(back.actor) is Worker
+    assert (back.id, back.args, back.options) == ("w", (1,), {"num_cpus": 0})
+    assert resolve_actor(cloudpickle.loads(cloudpickle.dumps(back)).actor) is Worker
+    assert spec.actor is Worker  # pickling leaves the original alone
+    remote = cloudpickle.loads(cloudpickle.dumps(ChildSpec(id="r", actor=RemoteWorker)))
+    assert remote.actor.name == f"{__name__}:RemoteWorker"
+
+
+def test_a_class_this_process_cannot_import_fails_only_when_loaded(tmp_path: Path) -> None:
+    """What a supervisor sees for a class whose module exists only on the driver: the spec
+    deserialises; loading the class raises StartChildError naming it and the missing module."""
+    (tmp_path / "driver_only_mod.py").write_text("class Hidden:\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        hidden = importlib.import_module("driver_only_mod").Hidden
+        data = cloudpickle.dumps(ChildSpec(id="h", actor=hidden))
+    finally:
+        sys.path.remove(str(tmp_path))
+        del sys.modules["driver_only_mod"]
+    spec = cloudpickle.loads(data)
+    with pytest.raises(StartChildError) as info:
+        resolve_actor(spec.actor)
+    message = str(info.value)
+    assert "driver_only_mod:Hidden" in message
+    assert "No module named 'driver_only_mod'" in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)

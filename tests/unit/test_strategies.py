@@ -21,11 +21,14 @@ from herd.supervisors.strategies import (
     HashRingStrategy,
     LeastLoadedStrategy,
     Member,
+    Placing,
     QuorumStrategy,
     RandomStrategy,
     Requirements,
     available_strategies,
     make_strategy,
+    move_targets,
+    place,
     stable_hash,
 )
 
@@ -158,7 +161,8 @@ def test_placement_error_names_child_requirements_members(strategy: Distribution
     assert info.value.requirements == req  # type: ignore[attr-defined]
     assert info.value.members == ["n1", "n2"]  # type: ignore[attr-defined]
     expected = NoQuorum if isinstance(strategy, QuorumStrategy) else PlacementError
-    with pytest.raises(expected, match="no members" if expected is PlacementError else "not a majority"):
+    match = "no members" if expected is PlacementError else "not a majority"
+    with pytest.raises(expected, match=match):
         strategy.choose("worker-7", [])
 
 
@@ -358,3 +362,101 @@ def test_random_module_not_shadowed() -> None:
     import herd.supervisors.strategies.random_choice as rc
 
     assert rc.random is random and hasattr(random, "Random")
+
+
+def nodes_as_members(*ids: str, loads: dict[str, int] | None = None) -> list[Member]:
+    return [Member(id=i, labels={"region": "us-west" if i.startswith("w") else "us-east"},
+                   load=(loads or {}).get(i, 0), resources={"CPU": 1.0}) for i in ids]
+
+
+def placing(*ids: str, **requirements: Requirements) -> dict[str, Placing]:
+    return {i: Placing(n, requirements.get(i, Requirements())) for n, i in enumerate(ids, 1)}
+
+
+# ----------------------------------------------------------- placement (strategies.placement)
+def test_place_skips_children_no_member_admits() -> None:
+    west = Requirements(labels={"region": "us-west"})
+    gpu = Requirements(resources={"GPU": 1})
+    owners = place(make_strategy("hash_ring"), placing("a", "b", "c", b=west, c=gpu),
+                   nodes_as_members("e1", "w1"))
+    assert set(owners) == {"a", "b"} and owners["b"] == "w1"
+
+
+def test_place_least_loaded_spreads_a_batch() -> None:
+    owners = place(make_strategy("least_loaded"), placing("a", "b", "c", "d"),
+                   nodes_as_members("e1", "w1", loads={"e1": 1}))
+    chosen = list(owners.values())
+    assert owners["a"] == "w1"  # the emptier member first
+    assert abs((1 + chosen.count("e1")) - chosen.count("w1")) <= 1  # then evenly
+
+
+def test_place_random_agrees_across_members_and_epochs_reroll() -> None:
+    orphans = placing(*(f"c{i}" for i in range(40)))
+    first = place(make_strategy("random"), orphans, nodes_as_members("e1", "w1", "w2"))
+    again = place(make_strategy("random"), orphans, nodes_as_members("w2", "e1", "w1"))
+    assert first == again  # survivors computing independently agree on every owner
+    assert set(first.values()) == {"e1", "w1", "w2"}
+    later = {k: Placing(v.epoch + 100, v.requirements) for k, v in orphans.items()}
+    assert place(make_strategy("random"), later, nodes_as_members("e1", "w1", "w2")) != first
+
+
+def test_place_quorum_without_majority_places_nothing() -> None:
+    quorum = make_strategy("quorum", size=3)
+    assert place(quorum, placing("a", "b"), nodes_as_members("e1")) == {}
+    owners = place(quorum, placing("a", "b"), nodes_as_members("e1", "w1"))
+    assert set(owners.values()) <= {"e1", "w1"}
+
+
+def test_move_targets_passive_and_random_never_move() -> None:
+    own = placing("a", "b", "c")
+    for name in ("hash_ring", "least_loaded", "random"):
+        assert move_targets(make_strategy(name), "e1", own, nodes_as_members("e1", "w1"),
+                            redistribution="passive", draining=False) == {}
+    assert move_targets(make_strategy("random"), "e1", own, nodes_as_members("e1", "w1"),
+                        redistribution="active", draining=False) == {}
+
+
+def test_move_targets_hash_ring_active_matches_the_ring() -> None:
+    strategy = make_strategy("hash_ring")
+    ids = [f"c{i}" for i in range(30)]
+    targets = move_targets(strategy, "e1", placing(*ids), nodes_as_members("e1", "w1"),
+                           redistribution="active", draining=False)
+    live = nodes_as_members("e1", "w1")
+    expected = {i: "w1" for i in ids if strategy.choose(i, live).id == "w1"}
+    assert targets == expected and 0 < len(targets) < len(ids)
+
+
+def test_move_targets_least_loaded_evens_without_thrashing() -> None:
+    strategy = make_strategy("least_loaded")
+    own = placing("a", "b", "c", "d")
+    targets = move_targets(strategy, "e1", own, nodes_as_members("e1", "w1", loads={"e1": 4}),
+                           redistribution="active", draining=False)
+    assert list(targets.values()) == ["w1", "w1"]  # 4/0 -> 2/2
+    assert move_targets(strategy, "e1", placing("a", "b"), nodes_as_members("e1", "w1", loads={
+        "e1": 2, "w1": 1}), redistribution="active", draining=False) == {}  # 2/1: stays
+
+
+def test_move_targets_drain_moves_everything_to_others() -> None:
+    own = placing("a", "b", "c", c=Requirements(labels={"region": "mars"}))
+    targets = move_targets(make_strategy("hash_ring"), "e1", own, nodes_as_members("w1", "w2"),
+                           redistribution="passive", draining=True)
+    assert set(targets) == {"a", "b"} and set(targets.values()) <= {"w1", "w2"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["e1", "w1", "w2", "w3"]), min_size=1, unique=True),
+       st.lists(st.text("abcdef", min_size=1, max_size=6), unique=True, max_size=30),
+       st.sampled_from(["hash_ring", "least_loaded", "random"]))
+def test_place_owners_are_admitted_nodes_as_members(member_ids: list[str], child_ids: list[str],
+                                           name: str) -> None:
+    west = Requirements(labels={"region": "us-west"})
+    children = {c: Placing(i, west if i % 2 else Requirements())
+                for i, c in enumerate(child_ids)}
+    live = nodes_as_members(*member_ids)
+    owners = place(make_strategy(name), children, live)
+    by_id = {m.id: m for m in live}
+    for child_id, owner in owners.items():
+        assert children[child_id].requirements.admits(by_id[owner])
+    has_west = any(m.startswith("w") for m in member_ids)
+    assert set(owners) == {c for c, p in children.items()
+                           if has_west or not p.requirements.labels}

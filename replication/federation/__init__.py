@@ -1,0 +1,1 @@
+"""Federation of separate Ray clusters: gateways that carry replication messages (being built)."""

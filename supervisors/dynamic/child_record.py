@@ -1,0 +1,133 @@
+"""The registry record of one child of a dynamic supervisor, typed (pure, no Ray).
+
+The record is registered under the child's name ``<supervisor>/<child id>`` (so
+``via(f"{supervisor}/{child_id}")`` finds the current incarnation, and two supervisors on one
+registry never collide). Its epoch is the fencing token every claim compares-and-sets; its meta,
+written and read only through ``ChildRecord.to_meta`` / ``ChildRecord.from_registration``, says:
+
+* ``herd_dsup``: the supervisor; ``child_id``: the child's id;
+* ``owner``: the node whose member owns the child; ``incarnation``: starts of the child (1 for
+  the first); ``state``: ``starting`` (claimed, not yet up), ``running`` or ``moving``
+  (re-owned by a move or drain, not yet started by the new owner);
+* ``restart``: the child's restart type; ``restarts`` / ``failovers``: counters;
+* ``region`` / ``started_at``: where and when the current incarnation started;
+* ``start_by``: for a record the driver has just created, until when only the driver's
+  ``start_owned`` call may start it;
+* ``requires``: the child's placement requirements (members place orphans without its spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from herd.supervisors.strategies import Requirements
+
+__all__ = ["SUP_META", "ChildRecord", "ChildState", "RegistrationLike", "RestartType",
+           "child_name"]
+
+#: The meta key naming the supervisor that owns a record (``select`` filters on it).
+SUP_META = "herd_dsup"
+
+ChildState = Literal["starting", "running", "moving"]
+RestartType = Literal["permanent", "transient", "temporary"]
+
+
+def child_name(supervisor: str, child_id: str) -> str:
+    """The registry name of a child: ``<supervisor>/<child id>``."""
+    return f"{supervisor}/{child_id}"
+
+
+class RegistrationLike(Protocol):
+    """What a record is read from (``herd.registry.Registration`` has it)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def entry_id(self) -> int: ...
+    @property
+    def handle(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """One child's record: its meta fields, plus ``epoch``, ``entry_id`` (the record's identity
+    for its whole life: a child removed and started again under the same id gets a new one) and
+    ``has_holder`` as the registry last returned them (not meta: ``to_meta`` leaves them out)."""
+
+    sup: str
+    child_id: str
+    owner: str
+    restart: RestartType = "permanent"
+    incarnation: int = 1
+    state: ChildState = "starting"
+    restarts: int = 0
+    failovers: int = 0
+    region: str | None = None
+    started_at: float | None = None
+    start_by: float | None = None
+    requirements: Requirements = field(default_factory=Requirements)
+    epoch: int = 0
+    entry_id: int = 0
+    has_holder: bool = False
+
+    @property
+    def name(self) -> str:
+        """The registry key of the record."""
+        return child_name(self.sup, self.child_id)
+
+    # --------------------------------------------------------------------------- meta
+    def to_meta(self) -> dict[str, Any]:
+        return {SUP_META: self.sup, "child_id": self.child_id, "owner": self.owner,
+                "incarnation": self.incarnation, "state": self.state,
+                "restart": self.restart, "restarts": self.restarts,
+                "failovers": self.failovers, "region": self.region,
+                "started_at": self.started_at, "start_by": self.start_by,
+                "requires": {"labels": dict(self.requirements.labels),
+                             "resources": dict(self.requirements.resources)}}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], *, epoch: int = 0, entry_id: int = 0,
+                  has_holder: bool = False) -> ChildRecord:
+        requires = meta.get("requires") or {}
+        return cls(sup=meta[SUP_META], child_id=meta["child_id"], owner=meta["owner"],
+                   restart=meta["restart"], incarnation=meta["incarnation"],
+                   state=meta["state"], restarts=meta["restarts"],
+                   failovers=meta["failovers"], region=meta.get("region"),
+                   started_at=meta.get("started_at"), start_by=meta.get("start_by"),
+                   requirements=Requirements(labels=requires.get("labels") or {},
+                                             resources=requires.get("resources") or {}),
+                   epoch=epoch, entry_id=entry_id, has_holder=has_holder)
+
+    @classmethod
+    def from_registration(cls, reg: RegistrationLike) -> ChildRecord:
+        return cls.from_meta(reg.meta, epoch=reg.epoch, entry_id=reg.entry_id,
+                             has_holder=reg.handle is not None)
+
+    @staticmethod
+    def is_record_of(reg: RegistrationLike, sup: str) -> bool:
+        """Is ``reg`` a child record of supervisor ``sup``?"""
+        return reg.meta.get(SUP_META) == sup and "child_id" in reg.meta
+
+    # ------------------------------------------------------------------------ changes
+    def names(self, owner: str, incarnation: int) -> bool:
+        """Does the record still name ``owner`` and incarnation ``incarnation``?"""
+        return self.owner == owner and self.incarnation == incarnation
+
+    def claimed(self, owner: str, region: str | None, *, failover: bool,
+                restarted: bool) -> ChildRecord:
+        """The record once ``owner`` has claimed the next incarnation (not started yet)."""
+        return replace(self, owner=owner, incarnation=self.incarnation + 1, state="starting",
+                       start_by=None, region=region, failovers=self.failovers + int(failover),
+                       restarts=self.restarts + int(restarted))
+
+    def started(self, region: str | None, at: float) -> ChildRecord:
+        return replace(self, state="running", started_at=at, start_by=None, region=region)
+
+    def moving_to(self, target: str) -> ChildRecord:
+        return replace(self, owner=target, state="moving")
