@@ -133,6 +133,8 @@ class _LazyLogger:
         return _LazyLogger({"logger": self._context.get("logger"), **values})
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # pickling and copying probe dunders before __init__ ran
+            raise AttributeError(name)
         return getattr(structlog.get_logger().bind(**self._context), name)
 
 

@@ -150,6 +150,7 @@ def run_app(spec: AppSpec, source: str = "<dict>") -> dict[str, Any]:
     if app_record(spec.name) is not None:
         raise AppAlreadyRunning(f"app {spec.name!r} is already running; `herd stop "
                                 f"{spec.name}` first")
+    started_at = time.time()  # the app is up from when its first part starts
     for entry in spec.registries:
         Registry.start(entry.name, keys=entry.keys, shards=entry.shards)
     started: list[StaticSupervisorEntry | DynamicSupervisorEntry] = []
@@ -163,7 +164,7 @@ def run_app(spec: AppSpec, source: str = "<dict>") -> dict[str, Any]:
         for sup in reversed(started):
             _stop_supervisor(sup.kind, sup.name)
         raise
-    record = {"name": spec.name, "source": source, "started_at": time.time(),
+    record = {"name": spec.name, "source": source, "started_at": started_at,
               "supervisors": [{"name": s.name, "kind": s.kind} for s in spec.supervisors]}
     kv.put_object(_key(spec.name), record)
     return record

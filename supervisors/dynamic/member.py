@@ -31,7 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from herd.platform import control_plane, rpc
 from herd.platform.gcs import NodeInfo
 from herd.platform.logging import get_logger
-from herd.platform.membership import Membership, NodeDown, NodeUp
+from herd.platform.membership import AsyncMembership, NodeDown, NodeUp
 from herd.registry import AsyncRegistry
 from herd.supervisors.dynamic import records
 from herd.supervisors.dynamic.child_record import ChildRecord
@@ -94,11 +94,9 @@ class DynamicMember:
         self.seen_self = False
         self.wakeup = asyncio.Event()
         registry = await AsyncRegistry.start(config.registry)
-        # Getting (or creating) a named actor has no asynchronous form in Ray.
-        self.membership = await rpc.blocking(Membership.start)
-        await rpc.aget(self.membership.actor.subscribe.remote(
-            ray.get_runtime_context().current_actor, "on_membership_event", False),
-            what="membership subscribe")
+        self.membership = await AsyncMembership.get()
+        await self.membership.subscribe(ray.get_runtime_context().current_actor,
+                                        "on_membership_event", replay=False)
         await self._resync()
         here = self.nodes.get(node_id)
         cpus = here.resources.get("CPU", 1.0) if here is not None else 1.0
@@ -173,8 +171,7 @@ class DynamicMember:
 
     async def _resync(self) -> None:
         """Replace the view of the nodes with membership's (events may have been lost)."""
-        nodes = await rpc.aget(self.membership.actor.nodes.remote(), MEMBER_CALL_S,
-                               what="membership nodes")
+        nodes = await self.membership.nodes(timeout=MEMBER_CALL_S)
         view = {node.node_id: node for node in nodes}
         now = time.time()
         for gone in self.nodes.keys() - view.keys():

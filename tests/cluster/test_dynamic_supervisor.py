@@ -369,13 +369,18 @@ def test_start_child_after_stop_fails_at_once_and_leaves_nothing(cluster: Any, l
     assert not _logged(cluster, "child_spec_missing", "dsup-stopped")
 
 
+def _log_files(cluster: Any) -> list[Any]:
+    """The cluster's Ray log files (actors' stdout/stderr included)."""
+    return [path for path in cluster.ray_tmp.rglob("*")
+            if path.is_file() and path.suffix in (".out", ".err", ".log")]
+
+
 def _logged(cluster: Any, *words: str) -> list[str]:
-    """Lines of the cluster's Ray logs (actors' stdout/stderr included) with all ``words``."""
+    """Lines of the cluster's Ray logs with all ``words``."""
     found = []
-    for path in cluster.ray_tmp.rglob("*"):
-        if path.is_file() and path.suffix in (".out", ".err", ".log"):
-            with open(path, errors="replace") as f:
-                found += [line for line in f if all(w in line for w in words)]
+    for path in _log_files(cluster):
+        with open(path, errors="replace") as f:
+            found += [line for line in f if all(w in line for w in words)]
     return found
 
 
@@ -423,3 +428,14 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     assert next(m for m in active.members() if m["node_id"] == joined.node_id)["draining"]
     late = [active.start_child(spec(ledger, f"act-late-{i}"), timeout=WAIT_S) for i in range(2)]
     assert all(info.node_id != joined.node_id for info in late)  # nothing placed there
+
+
+def test_members_never_block_their_event_loop(cluster: Any) -> None:
+    """After every test above (starts, crashes, moves, drains, stops), no member process has
+    made Ray warn about a blocking ``ray.get`` inside an async actor."""
+    member_logs = [path for path in _log_files(cluster) if "member_started" in path.read_text(
+        errors="replace")]
+    assert member_logs
+    warned = [path.name for path in member_logs
+              if "blocking ray.get inside async actor" in path.read_text(errors="replace")]
+    assert not warned

@@ -106,7 +106,7 @@ def test_paused_node_is_declared_dead_and_fenced_on_resume(cluster: Any,
                what="paused node declared dead")
     cluster.resume_node(victim)
     # Ray's raylet exits once it learns the GCS declared it dead: the node must not come back.
-    wait_until(lambda: not victim.pids(), 30, interval=0.2, what="resumed node's processes exit")
+    wait_until(lambda: not victim.pids, 30, interval=0.2, what="resumed node's processes exit")
     assert victim.node_id not in {n.node_id for n in membership.nodes()}
     cluster.add_node(region=victim.region)
 

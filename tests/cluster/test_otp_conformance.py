@@ -109,10 +109,8 @@ def sups() -> Any:
     yield started
     for sup in started:
         if get_named(f"herd/sup/{sup.name}") is not None:
-            try:
+            with contextlib.suppress(SupervisorStopped):  # it was stopping on its own
                 sup.stop(timeout=WAIT_S)
-            except SupervisorStopped:  # it was stopping on its own
-                pass
 
 
 def worker(probe: Any, tag: str, hook_sleep_s: float = 0.0, **kw: Any) -> ChildSpec:
@@ -334,6 +332,33 @@ def test_one_for_one_escalation(probe: Any, sups: list[Supervisor]) -> None:
     wait_until(lambda: gone(sup), WAIT_S, what="supervisor gone")
     with pytest.raises(SupervisorStopped):
         sup.which_children()
+
+
+def test_stopped_reason_reachable_from_the_api(probe: Any, sups: list[Supervisor]) -> None:
+    """Not in supervisor_SUITE (OTP puts it in an error report): why a supervisor stopped on
+    its own is what every later call says, and ``stopped_reason()`` returns it, also after its
+    actor is gone, until the name is started again."""
+    sup = start(sups, "why", [worker(probe, "c1")], max_restarts=1, max_seconds=3600)
+    assert sup.stopped_reason() is None
+    done = sup.monitor()
+    first = pids(sup)["c1"]
+    kill(first)
+    kill(restarted(sup, "c1", first)["c1"])
+    assert exit_reason(done) == "shutdown"  # the OTP exit reason is unchanged
+    why = ("shutdown: reached_max_restart_intensity (child 'c1' exited with reason 'killed'; "
+           "2 restarts within 3600 s, max_restarts=1)")
+    assert sup.stopped_reason() == why
+    wait_until(lambda: gone(sup), WAIT_S, what="supervisor gone")
+    assert sup.stopped_reason() == why
+    for call in (sup.which_children, sup.count_children, lambda: sup.terminate_child("c1"),
+                 lambda: sup.start_child(worker(probe, "c2")), lambda: Supervisor.get("why")):
+        with pytest.raises(SupervisorStopped) as info:
+            call()
+        assert str(info.value) == f"supervisor 'why' has stopped: {why}"
+    again = start(sups, "why", [])
+    assert again.stopped_reason() is None and sup.stopped_reason() is None
+    again.stop()
+    assert again.stopped_reason() == "normal"
 
 
 # ------------------------------------------------------------------------------ stopping
