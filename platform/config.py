@@ -38,7 +38,8 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 _HOST_PORT = re.compile(rf"^{_HOST}:(?P<port>[0-9]{{1,5}})$")
 _RAY_CLIENT = re.compile(rf"^ray://{_HOST}:(?P<port>[0-9]{{1,5}})$")
-_DNS = re.compile(r"^dns:(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?$")
+_DNS = re.compile(
+    r"^dns:(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -143,8 +144,9 @@ class TimeoutConfig(BaseModel):
 
     call_s: _PositiveSeconds = 30.0
     """Default timeout of a remote call (``ray.get``) in library code."""
-    connect_s: _PositiveSeconds = 60.0
-    """Connecting to / starting a cluster, and a node joining it."""
+    connect_s: _PositiveSeconds = 30.0
+    """Joining a cluster at an address: ``connect()`` gives up after it with
+    ``ClusterUnavailable``."""
     placement_s: _PositiveSeconds = 30.0
     """An actor waiting for a node that satisfies its resources/labels (Ray never gives up)."""
 
@@ -254,7 +256,7 @@ class ClusterConfig(BaseModel):
         return self
 
     def worker_specs(self) -> list[NodeSpec]:
-        """One ``NodeSpec`` (with ``count=1``) per worker node: ``nodes`` with ``count`` expanded."""
+        """One ``NodeSpec`` (``count=1``) per worker node: ``nodes`` with ``count`` expanded."""
         return [spec.model_copy(update={"count": 1}, deep=True)
                 for spec in self.nodes for _ in range(spec.count)]
 

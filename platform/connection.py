@@ -93,7 +93,8 @@ def probe_gcs(address: str, timeout_s: float) -> None:
             f"{timeout_s:.1f} s") from None
     except OSError as exc:
         raise ClusterUnavailable(
-            f"no Ray cluster at {address}: TCP connect failed ({exc.strerror or exc})") from None
+            f"no Ray cluster at {address}: TCP connect failed ({exc.strerror or exc}); is the "
+            f"cluster up, and in this network namespace?") from None
 
 
 @contextlib.contextmanager
@@ -126,14 +127,15 @@ def _reload_ray_config() -> None:
 
 
 def connect(config: ClusterConfig | None = None, address: str | None = None,
-            namespace: str | None = None, log_to_driver: bool = True,
+            namespace: str | None = None, log_to_driver: bool | None = None,
             timeout_s: float | None = None) -> ClusterInfo:
     """Connect this process to Ray.
 
     Address precedence: ``address`` argument, then ``config.address`` (mode ``address``), then
     the ``RAY_ADDRESS`` environment variable; with none of them an embedded single-node Ray is
     started on 127.0.0.1 with the dashboard off and herd's fast health checks.
-    ``log_to_driver=False`` keeps the actors' logs out of this process's output (the CLI).
+    ``log_to_driver=False`` keeps the actors' output out of this process's (the CLI, the test
+    clusters); ``None`` leaves it to Ray (on unless ``RAY_LOG_TO_DRIVER=0``).
     Joining an address gives up after ``timeout_s`` (default ``config.timeouts.connect_s``) with
     :class:`ClusterUnavailable`.
     """
@@ -159,7 +161,8 @@ def connect(config: ClusterConfig | None = None, address: str | None = None,
     return info
 
 
-def _join(target: str, namespace: str, log_to_driver: bool, timeout_s: float) -> ClusterInfo:
+def _join(target: str, namespace: str, log_to_driver: bool | None,
+          timeout_s: float) -> ClusterInfo:
     began = time.monotonic()
     deadline = deadline_in(timeout_s)
     resolved = resolve_address(target)

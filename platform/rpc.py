@@ -74,4 +74,4 @@ async def acall(method: Any, *args: Any, timeout: float | None = None, **kwargs:
 
 
 def _name(method: Any) -> str:
-    return getattr(method, "_method_name", None) or getattr(method, "__name__", "method")
+    return str(getattr(method, "_method_name", None) or getattr(method, "__name__", "method"))

@@ -93,7 +93,8 @@ class Registry:
         actor (outside an actor ``handle`` is required). Records of other holders are kept:
         ``remove`` removes a key whoever holds it. With ``epoch`` (unique registries) only if
         the record still has that epoch, else ``EpochConflict``. Returns the number of records
-        removed (0: the caller held none)."""
+        removed (0: the caller held none; also when a retry across a registry restart finds its
+        own earlier removal already done)."""
         return self._run(ops.unregister(self, key, handle, epoch, timeout))
 
     def remove(self, key: str, *, epoch: int | None = None, timeout: float | None = None) -> int:

@@ -70,7 +70,8 @@ class ReplicaCore:
         self.config = config
         self.epoch = epoch
         self.state = ReplicaState(config.kind, f"{config.region}@{epoch}")
-        self.seq = 0
+        self.seq = 0  # this incarnation's own writes so far (the delta buffer's numbering)
+        self.changes = 0  # every change of the state, own writes and merges
         self.buffer = DeltaBuffer(config.max_buffer_entries, config.max_buffer_bytes)
         self.peers = {r: PeerLink(r) for r in config.regions if r != config.region}
         self.rejected: Counter[str] = Counter()
@@ -126,17 +127,18 @@ class ReplicaCore:
         """Apply a local update (``put``, ``delete``, ``incr``, ``add``, ``discard``) and
         return its delta payload; the write is durable once the journal is."""
         delta = getattr(self.state, op)(*args)
-        self._record(delta, self.config.region, {"op": "merge", "payload": delta})
+        self._record(delta, {"op": "merge", "payload": delta})
         return delta
 
-    def _record(self, payload: dict[str, Any], source: str, record: dict[str, Any]) -> None:
+    def _record(self, payload: dict[str, Any], record: dict[str, Any]) -> None:
         parts = self.state.check(payload)
         size = sum(len(p.to_bytes()) for p in parts.values())
-        self.buffer.append(BufferEntry(parts, source, size))
+        self.buffer.append(BufferEntry(parts, size))
         self.seq += 1
+        self.changes += 1
         self.journal.append(record)
         for listener in self.listeners:
-            listener(payload, source)
+            listener(payload, self.config.region)
 
     # ---------------------------------------------------------------- sending
 
@@ -147,11 +149,11 @@ class ReplicaCore:
     def digest(self, bucket_count: int | None = None) -> Digest:
         count = bucket_count or bucket_count_for(self.state.key_count())
         cached = self._digest_cache
-        if cached is not None and cached[0] == self.seq and cached[1] == count:
+        if cached is not None and cached[0] == self.changes and cached[1] == count:
             return cached[2]
         hashes, whole = self.state.bucket_hashes(count)
         digest = Digest(self.seq, whole, count, tuple(hashes))
-        self._digest_cache = (self.seq, count, digest)
+        self._digest_cache = (self.changes, count, digest)
         return digest
 
     def pending(self, region: str) -> int:
@@ -167,8 +169,7 @@ class ReplicaCore:
             return self.sync_message(region)
         if peer.acked >= self.seq:
             return None
-        last, payload = self.buffer.interval(peer.acked, region,
-                                             self.config.max_message_bytes // 2)
+        last, payload = self.buffer.interval(peer.acked, self.config.max_message_bytes // 2)
         raw = encode(Delta(self._env(peer), peer.acked, last, payload))
         peer.delta_bytes += len(raw)
         peer.deltas_sent += 1
@@ -197,12 +198,17 @@ class ReplicaCore:
 
     def handle(self, raw: bytes, now_ms: int) -> bytes | None:
         """Process one message from a peer; return the reply to send back to it, if any."""
+        origin = ""
         try:
             msg = decode(raw, self.config.max_message_bytes)
+            if isinstance(msg, Reject):  # never answered, whatever it says
+                self._rejected_by_peer(msg)
+                return None
+            origin = msg.env.origin
             self._check_envelope(msg.env)
             reply = self._dispatch(msg, now_ms)
         except ProtocolViolation as violation:
-            return self._reject(violation, raw)
+            return self._reject(violation, raw, origin)
         if reply is None:
             return None
         encoded = encode(reply)
@@ -211,13 +217,19 @@ class ReplicaCore:
             self.peers[reply.env.target].states_sent += 1
         return encoded
 
-    def _reject(self, violation: ProtocolViolation, raw: bytes) -> bytes:
+    def _reject(self, violation: ProtocolViolation, raw: bytes, origin: str) -> bytes:
         self.rejected[violation.reason] += 1
         log.warning("replication_message_rejected", store=self.config.store,
-                    region=self.config.region, reason=violation.reason,
+                    region=self.config.region, origin=origin or None, reason=violation.reason,
                     detail=violation.detail, size=len(raw))
-        env = Envelope(self.config.store, self.config.region, self.epoch, "", NO_EPOCH)
+        env = Envelope(self.config.store, self.config.region, self.epoch, origin, NO_EPOCH)
         return encode(Reject(env, violation.reason, violation.detail))
+
+    def _rejected_by_peer(self, msg: Reject) -> None:
+        self.rejected_by_peers[msg.reason] += 1
+        log.warning("replication_peer_rejected", store=self.config.store,
+                    region=self.config.region, peer=msg.env.origin, reason=msg.reason,
+                    detail=msg.detail)
 
     def _check_envelope(self, env: Envelope) -> None:
         if env.store != self.config.store:
@@ -258,10 +270,6 @@ class ReplicaCore:
                 peer.last_ack_ms = now_ms
                 self._collect_garbage()
             return None
-        self.rejected_by_peers[msg.reason] += 1
-        log.warning("replication_peer_rejected", store=self.config.store,
-                    region=self.config.region, peer=msg.env.origin, reason=msg.reason,
-                    detail=msg.detail)
         return None
 
     def _on_delta(self, peer: PeerLink, msg: Delta) -> Message:
@@ -307,16 +315,8 @@ class ReplicaCore:
             self.state.merge_partial(plain, buckets, bucket_count)
             record = {"op": "partial", "payload": plain, "buckets": list(buckets),
                       "bucket_count": bucket_count}
-        size = sum(len(p.to_bytes()) for p in parts.values())
-        if buckets is None and size <= self.config.max_message_bytes // 4:
-            self.buffer.append(BufferEntry(parts, peer.region, size))
-            self.seq += 1
-            self.journal.append(record)
-        else:
-            # Too big to forward as a delta, or not a plain join: peers re-sync by digest.
-            self.seq += 1
-            self.buffer.reset(self.seq)
-            self.journal.append(record)
+        self.changes += 1
+        self.journal.append(record)
         for listener in self.listeners:
             listener(plain, peer.region)
 

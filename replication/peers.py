@@ -36,10 +36,9 @@ class PeerLink:
 
 @dataclass
 class BufferEntry:
-    """One change (``seq``) of this replica: its delta, per part, and where it came from."""
+    """One local write (``seq``) of this replica: its delta, per part, and its size."""
 
     parts: dict[str, CRDT]
-    source: str
     size: int
 
 
@@ -79,10 +78,9 @@ class DeltaBuffer:
         self.total_bytes = 0
         self.start = seq
 
-    def interval(self, first: int, skip_source: str, max_bytes: int
-                 ) -> tuple[int, dict[str, Any]]:
-        """The join of the entries from ``first`` (not those that came from ``skip_source``),
-        stopping before ``max_bytes`` is exceeded (at least one entry): ``(last, payload)``."""
+    def interval(self, first: int, max_bytes: int) -> tuple[int, dict[str, Any]]:
+        """The join of the entries from ``first``, stopping before ``max_bytes`` is exceeded
+        (at least one entry): ``(last, payload)``."""
         joined: dict[str, CRDT] = {}
         size = 0
         last = first
@@ -90,8 +88,6 @@ class DeltaBuffer:
             if size and size + entry.size > max_bytes:
                 break
             last += 1
-            if entry.source == skip_source:
-                continue
             size += entry.size
             for name, delta in entry.parts.items():
                 if name in joined:

@@ -22,12 +22,16 @@ Contract (stable: the federation gateway codes against it)
 
 Exchanges (Almeida et al. 2016, Algorithm 2, plus digest repair)
 ----------------------------------------------------------------
-* Every change of a replica's state (a local write or a merged remote delta) gets the next
-  sequence number of that replica's current *epoch* (its incarnation: a restarted replica takes a
-  new, larger epoch, so its numbers are never confused with the old ones). ``Delta(first, last)``
-  carries the join of the changes ``first <= seq < last``; the peer merges it only when it has
-  merged everything of that origin and epoch before ``first`` (causal delta-merging), then
-  answers ``Ack(seq=last)``. A duplicate (``last`` already acknowledged) is answered with an
+* Every local write of a replica gets the next sequence number of that replica's current
+  *epoch* (its incarnation: a restarted replica takes a new, larger epoch, so its numbers are
+  never confused with the old ones). ``Delta(first, last)`` carries the join of the writes
+  ``first <= seq < last``; the peer merges it only when it has merged everything of that origin
+  and epoch before ``first`` (per-origin FIFO without gaps, the condition the CRDTs need), then
+  answers ``Ack(seq=last)``. Every replica pushes its own writes to every peer (full mesh);
+  writes of a third region that a peer cannot reach directly travel inside the digest repair
+  below, not as forwarded deltas (forwarding every merge as a new delta echoes forever unless
+  each merge is tested for inflation, which costs O(state) with these CRDTs).
+* A duplicate (``last`` already acknowledged) is answered with an
   ``Ack`` and counted as ``stale_seq``, never merged twice.
 * A gap (the peer does not know the origin's epoch, restarted without its state, or missed a
   truncated part of the buffer) is answered with ``NeedSync`` carrying the peer's

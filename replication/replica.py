@@ -9,6 +9,7 @@ peers (:mod:`herd.replication.sync`) and feeds watchers and subscribers. Peers r
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -167,11 +168,11 @@ class Replica:
         """A peer's protocol message; the reply is returned only once what it changed is
         durable (see ``protocol.py``)."""
         sync = await self._started()
-        before = self.core.seq
+        before = self.core.changes
         watched = self.core.state.items() if self._watching() else None
         reply = self.core.handle(payload, _now_ms())
         await self.commit()
-        if self.core.seq != before:
+        if self.core.changes != before:
             sync.kick()
             if watched is not None:
                 after = self.core.state.items()
@@ -243,6 +244,7 @@ class Replica:
             status["peers"][region].update(reach)
         status["durability"] = self.settings.durability
         status["node_id"] = ray.get_runtime_context().get_node_id()
+        status["pid"] = os.getpid()
         status["keys"] = len(self.core.state.items())
         return status
 

@@ -30,7 +30,7 @@ class PeerState:
     inflight_since: float | None = None
     last_error: str | None = None
     last_ok: float | None = None
-    synced_at: tuple[int, int | None] | None = None  # (my seq, peer recv) when last in sync
+    synced_at: tuple[int, int | None] | None = None  # (my changes, peer recv) when in sync
 
 
 class PeerSync:
@@ -125,10 +125,10 @@ class PeerSync:
         if self.core.pending(region) != 0:
             await self._push(region)
             return
-        if peer.synced_at == (self.core.seq, link.recv) and peer.last_error is None:
+        if peer.synced_at == (self.core.changes, link.recv) and peer.last_error is None:
             return
         if await self.converse(region, self.core.sync_message(region)):
-            peer.synced_at = (self.core.seq, link.recv)
+            peer.synced_at = (self.core.changes, link.recv)
 
     async def converse(self, region: str, message: bytes) -> bool:
         """Send ``message`` and follow the exchange to its end; False when the peer could not
@@ -157,10 +157,10 @@ class PeerSync:
             peer.last_ok = time.monotonic()
             if not reply:
                 break
-            seq_before = self.core.seq
+            changes_before = self.core.changes
             follow_up = self.core.handle(reply, now_ms)
             await self.commit()
-            if self.core.seq != seq_before:
+            if self.core.changes != changes_before:
                 self.kick()
             await self._notify_acked()
             if follow_up is None:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import ray
 
 from herd.platform.errors import HerdError
-from herd.registry import Registry
+from herd.registry import AsyncRegistry, Registration, Registry
 from herd.registry.errors import NotRegistered
 from herd.supervisors.errors import SupervisorError
 
-__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Superseded", "check"]
+__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Superseded", "acheck", "check"]
 
 #: How long ``check`` waits for a record without holder (a child that has just started is
 #: registered by its supervisor right after its constructor returns) before deciding.
@@ -53,21 +53,46 @@ class Superseded(HerdError):
 
 def check(key: str, registry: str = "default", timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> int:
     """The current epoch of ``key`` if the calling actor is its registry holder; else raise
-    ``Superseded``. Call it inside the child (an actor), before each side effect.
+    ``Superseded``. Call it inside the child (an actor), before each side effect; in an asyncio
+    actor ``await acheck(...)`` instead, which does not block the event loop.
 
     Asks the registry itself (one round trip, not the lookup cache: a cache would need a
     background thread in the child). A record without holder (a new incarnation is being
     started, or this one has just started and is not registered yet) is waited for, up to
     ``timeout`` seconds; if none appears (or the record is gone), the caller cannot prove it is
     current and ``Superseded`` is raised."""
-    me = ray.get_runtime_context().get_actor_id()
-    if me is None:
-        raise SupervisorError("fencing.check() must be called inside an actor")
+    me = _caller()
     try:
         reg = Registry.get(registry).wait_for(key, timeout=timeout)
     except NotRegistered:
-        raise Superseded(key, None, f"no holder of the record within {timeout:.1f} s "
-                                    f"(it is gone, or another incarnation is starting)") from None
+        raise _no_holder(key, timeout) from None
+    return _epoch_if_holder(key, reg, me)
+
+
+async def acheck(key: str, registry: str = "default",
+                 timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> int:
+    """``check`` for asyncio actors."""
+    me = _caller()
+    try:
+        reg = await (await AsyncRegistry.get(registry)).wait_for(key, timeout=timeout)
+    except NotRegistered:
+        raise _no_holder(key, timeout) from None
+    return _epoch_if_holder(key, reg, me)
+
+
+def _caller() -> str:
+    me = ray.get_runtime_context().get_actor_id()
+    if me is None:
+        raise SupervisorError("fencing.check() must be called inside an actor")
+    return me
+
+
+def _no_holder(key: str, timeout: float) -> Superseded:
+    return Superseded(key, None, f"no holder of the record within {timeout:.1f} s "
+                                 f"(it is gone, or another incarnation is starting)")
+
+
+def _epoch_if_holder(key: str, reg: Registration, me: str) -> int:
     if reg.holder_id != me:
         raise Superseded(key, reg.epoch, f"the holder is now actor {reg.holder_id}")
     return reg.epoch

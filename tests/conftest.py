@@ -1,21 +1,37 @@
 """Shared fixtures. Cluster fixtures start real ``ray start`` nodes bound to 127.0.0.1 (the suite
-runs inside a private network namespace, see the Makefile) and are shared per module."""
+runs inside a private network namespace, see the Makefile) and are shared per module.
+
+Actors' output stays in the clusters' log files instead of flooding pytest's: drivers connect
+with ``log_to_driver`` off (``RAY_LOG_TO_DRIVER=0`` for every driver of the run, set before Ray
+is imported). When a test that used a cluster fails, its report gets a "cluster logs" section:
+the paths and tails of the log files the cluster wrote to during the test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 
-import pytest
+os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")  # read once, when Ray is imported
 
-from herd.platform.cluster import LocalCluster
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from herd.platform.cluster import LocalCluster  # noqa: E402
 
 REGIONS = ["us-east", "us-west"]
+LOG_TAIL_LINES = 25
+LOG_SECTION_CHARS = 20_000
+RAY_LOGS = ("worker-*.out", "worker-*.err", "raylet.out", "raylet.err", "gcs_server.out",
+            "gcs_server.err", "python-core-worker-*.log")
 
 
 def start_cluster(nodes: int = 3, **kwargs: object) -> LocalCluster:
     cluster = LocalCluster(nodes=nodes, regions=kwargs.pop("regions", REGIONS), **kwargs)  # type: ignore[arg-type]
     try:
-        cluster.connect()
+        cluster.connect(log_to_driver=False)
     except BaseException:
         cluster.shutdown()
         raise
@@ -31,3 +47,64 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.shutdown()
+
+
+def cluster_log_files(cluster: LocalCluster, since: float) -> list[Path]:
+    """The node launch logs and Ray's per-node logs (workers, raylet, GCS) of ``cluster``
+    written to at or after ``since`` (a ``time.time()``), oldest first."""
+    candidates = list((cluster.run_dir / "logs").glob("*.log"))
+    for session_logs in cluster.ray_tmp.glob("*/session_latest/logs"):
+        for pattern in RAY_LOGS:
+            candidates += session_logs.glob(pattern)
+    fresh = []
+    for path in candidates:
+        try:
+            modified = path.stat().st_mtime
+        except OSError:
+            continue
+        if modified >= since and path.stat().st_size > 0:
+            fresh.append((modified, path))
+    return [path for _, path in sorted(fresh)]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def cluster_logs_section(clusters: list[LocalCluster], since: float) -> str:
+    parts = []
+    for cluster in clusters:
+        for path in cluster_log_files(cluster, since):
+            parts.append(f"--- {path} (last {LOG_TAIL_LINES} lines)\n{_tail(path, LOG_TAIL_LINES)}")
+    text = "\n".join(parts)
+    if len(text) > LOG_SECTION_CHARS:
+        text = "... (earlier lines cut)\n" + text[-LOG_SECTION_CHARS:]
+    return text
+
+
+_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    item.stash[_STARTED] = time.time()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    clusters = [value for value in funcargs.values() if isinstance(value, LocalCluster)]
+    if not clusters:
+        return
+    section = cluster_logs_section(clusters, item.stash.get(_STARTED, 0.0) - 1.0)
+    if section:
+        report.sections.append(("cluster logs", section))

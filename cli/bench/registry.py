@@ -47,9 +47,9 @@ class _Peer:
     def prime(self, registry: Registry, key: str) -> bool:
         """Look ``key`` up until its (absent) answer is cached here."""
         deadline = time.monotonic() + 10
-        while key not in registry._cache.slots and time.monotonic() < deadline:
+        while not registry.cached(key) and time.monotonic() < deadline:
             registry.lookup(key)
-        return key in registry._cache.slots
+        return registry.cached(key)
 
     def seen_at(self, registry: Registry, key: str, timeout: float) -> float:
         """``time.monotonic()`` (system-wide on Linux) when the cached lookup found ``key``."""
@@ -107,7 +107,7 @@ def _timed(call: Any, count: int) -> list[float]:
 
 
 def _lookups(reg: Registry, cached_samples: int, remote_samples: int) -> list[dict[str, Any]]:
-    wait_until(lambda: reg.lookup(TARGET_NAME) is not None and TARGET_NAME in reg._cache.slots,
+    wait_until(lambda: reg.lookup(TARGET_NAME) is not None and reg.cached(TARGET_NAME),
                10, what="bench key cached")
     cached = _timed(lambda: reg.lookup(TARGET_NAME), cached_samples)
     uncached = _timed(lambda: reg.lookup(TARGET_NAME, fresh=True), remote_samples)

@@ -149,7 +149,7 @@ class LocalCluster:
         self.save_state()
         return self
 
-    def connect(self, namespace: str = "herd", log_to_driver: bool = True,
+    def connect(self, namespace: str = "herd", log_to_driver: bool | None = None,
                 timeout_s: float | None = None) -> ClusterInfo:
         """Connect this process's Ray driver to the cluster (sets the auth environment)."""
         use_token(self.token_path if self.auth == "token" else None)

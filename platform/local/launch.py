@@ -22,6 +22,7 @@ from herd.platform.auth import use_token
 from herd.platform.config import HealthCheckConfig, NodeSpec
 from herd.platform.connection import LOOPBACK
 from herd.platform.errors import ClusterError
+from herd.platform.gcs import NodeInfo
 from herd.platform.local import processes
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
@@ -31,7 +32,6 @@ log = get_logger("herd.local_cluster")
 REGION_RESOURCE_UNITS = 1000.0
 NODE_START_TIMEOUT_S = 90.0
 WORKER_START_ATTEMPTS = 2
-GCS_NODE_ALIVE = 0  # GcsNodeInfo.ALIVE
 
 
 def free_port() -> int:
@@ -160,11 +160,10 @@ class NodeLauncher:
                 client = None
                 time.sleep(0.2)
                 continue
-            for node_id, info in infos.items():
-                port = info.node_manager_port
-                if port in pending and info.state == GCS_NODE_ALIVE:
-                    launch = pending.pop(port)
-                    launch.node.node_id = node_id.hex()
+            for node in map(NodeInfo.from_gcs, infos.values()):
+                if node.port in pending and node.alive:
+                    launch = pending.pop(node.port)
+                    launch.node.node_id = node.node_id
                     launch.node.state = "running"
                     log.info("node_up", node=launch.node.name, node_id=launch.node.node_id)
             if pending:

@@ -70,11 +70,17 @@ class QuorumNotAchieved(NoQuorum):
         self.votes = votes
         self.needed = needed
         self.missing = missing
+        self.what = what
         counted = ", ".join(f"{value!r} x{count}" for value, count in tally(votes.values()))
         absent = "; ".join(f"{_label(t)}: {reason}" for t, reason in missing.items())
         super().__init__(
             f"{what}: no value reached {needed} of {len(votes) + len(missing)} votes "
             f"(votes: {counted or 'none'}; missing: {absent or 'none'})")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Raised inside actors: Ray pickles it to the caller, and the default reduce would
+        # call __init__ with the message alone.
+        return type(self), (self.votes, self.needed, self.missing, self.what)
 
 
 def _check_targets(targets: Any) -> tuple[list[Target], bool]:

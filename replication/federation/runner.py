@@ -13,6 +13,9 @@ Control API: ``POST /call`` with ``{"op": ..., ...}``; answers ``{"result": ...}
 * ``{"op": "start_store", "name", "kind", "sync_interval_ms", ...}``: the store over every
   federation region, the others reached through the gateway
 * ``{"op": "store", "store", "method", "args", "kwargs"}``: one of :data:`STORE_METHODS`
+* ``{"op": "timed", ...}``: a ``store`` call and when it started and returned
+* ``{"op": "await_value", "store", "key", "value", "timeout"}``: when the value arrived here
+* ``{"op": "write_burst", "store", "count", "threads"}``: local write throughput
 * ``{"op": "gateway_status"}``, ``{"op": "ping"}``
 """
 
@@ -24,11 +27,12 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from herd.platform.errors import ClusterError, ConfigError
+from herd.platform.errors import ClusterError, ConfigError, HerdTimeoutError
 from herd.platform.local import LocalCluster
 from herd.platform.logging import get_logger
 from herd.replication.federation.config import Federation
@@ -76,13 +80,50 @@ class RegionRunner:
         if op == "start_store":
             return self._start_store(request)
         if op == "store":
-            method = request.get("method")
-            if method not in STORE_METHODS:
-                raise ConfigError(f"not one of {sorted(STORE_METHODS)}", field="method",
-                                  value=method)
-            store = self._store(str(request.get("store")))
-            return getattr(store, method)(*request.get("args", []), **request.get("kwargs", {}))
+            return self._store_call(request)
+        if op == "timed":  # the call plus when it started and returned (CLOCK_MONOTONIC)
+            started = time.monotonic()
+            result = self._store_call(request)
+            return {"result": result, "t0": started, "t1": time.monotonic()}
+        if op == "await_value":
+            return self._await_value(request)
+        if op == "write_burst":
+            return self._write_burst(request)
         raise ConfigError("unknown control op", field="op", value=op)
+
+    def _store_call(self, request: dict[str, Any]) -> Any:
+        method = request.get("method")
+        if method not in STORE_METHODS:
+            raise ConfigError(f"not one of {sorted(STORE_METHODS)}", field="method",
+                              value=method)
+        store = self._store(str(request.get("store")))
+        return getattr(store, method)(*request.get("args", []), **request.get("kwargs", {}))
+
+    def _await_value(self, request: dict[str, Any]) -> float:
+        """When (CLOCK_MONOTONIC, shared by every namespace of the machine) ``key`` first read
+        as ``value`` in this region; polls the replica every millisecond."""
+        store = self._store(str(request["store"]))
+        deadline = time.monotonic() + float(request.get("timeout", 30.0))
+        while time.monotonic() < deadline:
+            if store.get(request["key"]) == request["value"]:
+                return time.monotonic()
+            time.sleep(0.001)
+        raise HerdTimeoutError(f"{request['key']!r} did not reach {self.region}")
+
+    def _write_burst(self, request: dict[str, Any]) -> dict[str, float]:
+        """``count`` local puts from ``threads`` threads; how long they took."""
+        store = self._store(str(request["store"]))
+        count, threads = int(request["count"]), int(request.get("threads", 1))
+        prefix = str(request.get("prefix", "burst"))
+
+        def run(offset: int) -> None:
+            for n in range(offset, count, threads):
+                store.put(f"{prefix}-{n}", n)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, range(threads)))
+        return {"ops": count, "seconds": time.monotonic() - started}
 
     def _start_store(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request["name"])

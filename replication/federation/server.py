@@ -42,16 +42,16 @@ StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 class InboundStats:
     """What the server accepted and refused, by reason; the last refusal for the status."""
 
-    accepted: Counter[str] = field(default_factory=Counter)   # by origin region
-    refused: Counter[str] = field(default_factory=Counter)    # by reason
-    delivery_errors: int = 0
+    accepted: Counter[str] = field(default_factory=Counter)       # by origin region
+    refused: Counter[str] = field(default_factory=Counter)        # bad peer input, by reason
+    undeliverable: Counter[str] = field(default_factory=Counter)  # good input, no replica here
     bytes_in: int = 0
     last_refusal: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"accepted": dict(self.accepted), "refused": dict(self.refused),
                 "refused_total": sum(self.refused.values()),
-                "delivery_errors": self.delivery_errors, "bytes_in": self.bytes_in,
+                "undeliverable": dict(self.undeliverable), "bytes_in": self.bytes_in,
                 "last_refusal": self.last_refusal}
 
 
@@ -136,18 +136,21 @@ class GatewayServer:
         self.stats.bytes_in += len(body)
         try:
             reply = await self.deliver(env.store, body)
-        except LookupError as exc:  # no replica of that store in this region
-            return self._refuse(request, 404, "unknown_store", str(exc))
+        except LookupError as exc:  # no replica of that store here (yet): the peer retries
+            return self._undeliverable(404, "unknown_store", str(exc))
         except Exception as exc:  # the local replica failed: the peer retries later
-            self.stats.delivery_errors += 1
-            log.warning("gateway_delivery_failed", store=env.store, origin=origin,
-                        error=repr(exc)[:300])
-            return web.json_response({"error": "unavailable", "detail": repr(exc)[:300]},
-                                     status=503)
+            return self._undeliverable(503, "unavailable", repr(exc)[:300])
         self.stats.accepted[origin] += 1
         if not reply:
             return web.Response(status=204)
         return web.Response(body=reply, content_type=CONTENT_TYPE)
+
+    def _undeliverable(self, status: int, reason: str, detail: str) -> web.Response:
+        """A valid message this region cannot take now (not a refusal of the peer)."""
+        self.stats.undeliverable[reason] += 1
+        log.info("gateway_undeliverable", region=self.federation.region, reason=reason,
+                 detail=detail)
+        return web.json_response({"error": reason, "detail": detail}, status=status)
 
     async def _status(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

@@ -131,7 +131,7 @@ def render(view: dict[str, Any]) -> list[str]:
         lines.append(f"  {node['node_id'][:12]}  region={_shown(node['region']):<8} "
                      f"zone={_shown(node['zone']):<10} alive={node['alive']!s:<5}"
                      f"{'  head' if node['head'] else ''}")
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def _render_children(children: list[Row], indent: str) -> list[str]:
@@ -150,7 +150,7 @@ def _render_children(children: list[Row], indent: str) -> list[str]:
             fields.append(f"pid={child['pid']}")
         if child.get("uptime_s") is not None:
             fields.append(f"up {duration(child['uptime_s'])}")
-        lines.append(" ".join(fields))
+        lines.append(" ".join(fields).rstrip())
         if child.get("children"):
             lines += _render_children(child["children"], indent + "  ")
     return lines

@@ -74,7 +74,9 @@ def watch_child(handle: Any, timeout: float | None = None, what: str = "child") 
 
 def make_child_class(actor: Any) -> ActorClass:
     """The harnessed Ray actor class for ``actor`` (cached per class in this process, so Ray
-    exports each class definition once)."""
+    exports each class definition once). An actor of it whose constructor raised stays up and
+    answers ``READY_METHOD`` with a ``StartChildError``: whoever created it ends it with
+    ``ray.kill`` (``lifecycle.adopt`` does)."""
     resolved = resolve_actor(actor)
     cached = _classes.get(resolved)
     if cached is not None:

@@ -54,3 +54,22 @@ def test_errors_are_one_line(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("herd: error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/cluster-address.yaml"], "mode 'address' connects to the existing"),
+    (["--config", "configs/cluster-embedded.yaml"], "mode 'embedded'"),
+    (["--config", "configs/cluster-local.yaml", "--nodes", "2"], "either --config or --nodes"),
+    (["--regions", "us-east,us-east"], "duplicate region 'us-east'"),
+    (["--nodes", "1", "--regions", "a,b,c"], "3 regions need at least 3 nodes, got 1"),
+    (["--nodes", "2", "--regions", "a b"], "regions: region"),
+])
+def test_cluster_up_refuses_what_it_cannot_honour(args: list[str], message: str,
+                                                  tmp_path: Path) -> None:
+    """Issue 11, case 7: one-line errors, and nothing started."""
+    run_dir = tmp_path / "run"
+    result = herd("cluster", "up", *args, "--run-dir", str(run_dir), timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("herd: error:") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (run_dir / "cluster.json").exists()

@@ -430,9 +430,15 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     assert all(info.node_id != joined.node_id for info in late)  # nothing placed there
 
 
-def test_members_never_block_their_event_loop(cluster: Any) -> None:
-    """After every test above (starts, crashes, moves, drains, stops), no member process has
-    made Ray warn about a blocking ``ray.get`` inside an async actor."""
+def test_members_never_block_their_event_loop(cluster: Any, ledger: Any, sups: list) -> None:
+    """No member process makes Ray warn about a blocking ``ray.get`` inside an async actor
+    (after the tests above, when run in order, and at least after its own starts, restart,
+    crash and terminate)."""
+    sup = start_sup(sups, "dsup-async")
+    for tag in ("async-a", "async-b"):
+        sup.start_child(spec(ledger, tag), timeout=WAIT_S)
+    sup.restart_child("async-a", timeout=WAIT_S)
+    sup.terminate_child("async-b", timeout=WAIT_S)
     member_logs = [path for path in _log_files(cluster) if "member_started" in path.read_text(
         errors="replace")]
     assert member_logs

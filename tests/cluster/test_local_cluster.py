@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from herd.platform.cluster import LocalCluster, connect, disconnect
@@ -23,7 +24,7 @@ def test_start_label_and_shutdown_leaves_no_process() -> None:
         worker = cluster.worker_nodes[0]
         assert worker.labels == {"region": "us-west", "zone": "us-west-a"}
         assert worker.resources["region:us-west"] > 0
-        pids = cluster.pids()
+        pids = cluster.pids
         assert len(pids) >= 6  # gcs, raylets, agents, ...
         assert os.stat(cluster.token_path).st_mode & 0o777 == 0o600
         cluster.connect()
@@ -31,7 +32,7 @@ def test_start_label_and_shutdown_leaves_no_process() -> None:
         assert labels[worker.node_id] == "us-west"
     finally:
         cluster.shutdown()
-    assert cluster.pids() == []
+    assert cluster.pids == []
     assert not [p for p in pids if processes.is_running(p)]
 
 
@@ -76,7 +77,7 @@ def test_owned_cluster_dies_with_its_owner(tmp_path: Any) -> None:
         import json, os, signal
         from herd.platform.cluster import LocalCluster
         cluster = LocalCluster(nodes=2, run_dir="{tmp_path / 'owned'}")
-        print(json.dumps(cluster.pids()), flush=True)
+        print(json.dumps(cluster.pids), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -85,3 +86,39 @@ def test_owned_cluster_dies_with_its_owner(tmp_path: Any) -> None:
     assert pids
     wait_until(lambda: not [p for p in pids if processes.is_running(p)], 30, interval=0.2,
                what="reaper stops the orphaned cluster")
+
+
+FAILING_TEST = '''
+import time
+import ray
+
+@ray.remote
+class Talker:
+    def say(self):
+        print("hello-from-an-actor", flush=True)
+        return 1
+
+def test_deliberately_fails(cluster):
+    talker = Talker.remote()
+    assert ray.get(talker.say.remote(), timeout=120) == 1
+    time.sleep(2)  # the worker's output reaches its log file
+    assert False, "deliberate failure"
+'''
+
+
+def test_failed_test_gets_the_cluster_logs_and_actor_output_stays_out(tmp_path: Any) -> None:
+    """tests/conftest.py: actors' output is not printed by the driver, and a failed test that
+    used a cluster reports the tails of the cluster's log files."""
+    (tmp_path / "test_fails.py").write_text(FAILING_TEST)
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(tests_dir)}
+    env.pop("RAY_LOG_TO_DRIVER", None)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p",
+                          "no:cacheprovider", "-q", "-rN", "--rootdir", str(tmp_path),
+                          str(tmp_path / "test_fails.py")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "deliberate failure" in out.stdout, out.stdout[-3000:]
+    section = out.stdout.split("cluster logs", 1)[1]
+    assert "worker-" in section and "hello-from-an-actor" in section, out.stdout[-3000:]
+    before = out.stdout.split("cluster logs", 1)[0]
+    assert "hello-from-an-actor" not in before  # not echoed by the driver (log_to_driver off)

@@ -24,6 +24,7 @@ from herd.registry import (
     RegistryInputError,
 )
 from herd.registry.models import actor_id
+from herd.supervisors.fencing import Superseded, acheck
 
 CONCURRENT = 50
 WAIT_S = 2.0
@@ -128,6 +129,13 @@ class AsyncUser:
             await asyncio.sleep(0.05)
         return first is not None, reg.cached(key)
 
+    async def fenced(self, name: str, key: str) -> tuple[Any, str]:
+        """``acheck`` from inside this actor: the epoch, or why it failed."""
+        try:
+            return await acheck(key, registry=name, timeout=1.0), ""
+        except Superseded as exc:
+            return exc.epoch, exc.detail
+
     async def kv_roundtrip(self, prefix: str) -> dict[str, Any]:
         keys = [f"{prefix}/{i}" for i in range(CONCURRENT)]
         new = await asyncio.gather(*(kv.aput(k, k.encode()) for k in keys))
@@ -217,3 +225,16 @@ def test_async_registry_start_checks_the_mode(cluster: Any) -> None:
 
     with pytest.raises(KeyModeError):
         asyncio.run(start_duplicate())
+
+
+def test_async_fencing_check(cluster: Any) -> None:
+    name = _name()
+    reg = Registry.start(name)
+    holder, other = AsyncUser.remote(), AsyncUser.remote()
+    epoch = reg.register("fenced", holder).epoch
+    assert rpc.get(holder.fenced.remote(name, "fenced"), timeout=30) == (epoch, "")
+    found, detail = rpc.get(other.fenced.remote(name, "fenced"), timeout=30)
+    assert found == epoch and "the holder is now actor" in detail
+    assert reg.remove("fenced") == 1
+    found, detail = rpc.get(holder.fenced.remote(name, "fenced"), timeout=30)
+    assert found is None and "no holder" in detail

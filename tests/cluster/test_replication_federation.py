@@ -17,15 +17,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from herd.platform.local.topology import GATEWAY_PORT
+from herd.replication.core import CoreConfig, ReplicaCore
 from herd.replication.federation.regions import FederatedRegions, RegionClient
 from herd.replication.federation.server import REGION_HEADER, REPLICATE_PATH
-from herd.replication.protocol import Ack, Envelope, encode
+from herd.replication.protocol import Ack, Envelope, State, encode
 
 pytestmark = [
     pytest.mark.cluster,
@@ -78,6 +78,8 @@ def post_to_gateway(fed: FederatedRegions, region: str, body: bytes, token: str,
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+    except (urllib.error.URLError, ConnectionError):
+        return -1  # the server answered and closed while the body was still being sent
 
 
 def test_a_write_crosses_the_federation(regions: FederatedRegions) -> None:
@@ -146,18 +148,35 @@ def test_partition_concurrent_writes_converge_without_losing_acks(
     assert peer["failed"] > 0 and peer["last_error"]    # the cut was seen by the gateway
 
 
+def forged_payload(key: str) -> dict[str, Any]:
+    core = ReplicaCore(CoreConfig(STORE, EAST, (EAST, WEST), "lww_map"), 1)
+    core.write("put", key, "forged")
+    return dict(core.state.payload()["parts"]["map"])
+
+
+def forged_state(key: str) -> bytes:
+    """A well-formed full State from "us-east" (a newer incarnation) holding ``key``: what an
+    authenticated peer's state looks like, and what west would merge if it got through."""
+    core = ReplicaCore(CoreConfig(STORE, EAST, (EAST, WEST), "lww_map"), time.time_ns())
+    core.write("put", key, "forged")
+    env = Envelope(STORE, EAST, core.epoch, WEST)
+    return encode(State(env, core.seq, None, 1, core.state.payload()))
+
+
 def test_wrong_token_is_refused_counted_and_not_merged(regions: FederatedRegions) -> None:
-    before = regions[WEST].call("gateway_status")["inbound"]
-    message = encode(Ack(Envelope(STORE, EAST, 1, WEST), 1))
-    assert post_to_gateway(regions, WEST, message, token="f" * 64) == 401
+    before = regions[WEST].call("gateway_status")["inbound"]["refused"]
+    assert post_to_gateway(regions, WEST, forged_state("forged-1"), token="f" * 64) == 401
+    assert post_to_gateway(regions, WEST, forged_state("forged-2"), token="") == 401
     token = (regions.run_dir / "federation.token").read_text()
-    assert post_to_gateway(regions, WEST, message, token=token, origin="eu-north") == 403
+    assert post_to_gateway(regions, WEST, forged_state("forged-3"), token=token,
+                           origin="eu-north") == 403
     after = regions[WEST].call("gateway_status")["inbound"]
-    assert after["refused"].get("unauthorized", 0) == before["refused"].get("unauthorized", 0) + 1
-    assert after["refused"].get("unknown_origin", 0) == (
-        before["refused"].get("unknown_origin", 0) + 1)
-    assert after["accepted"] == before["accepted"]
+    assert after["refused"].get("unauthorized", 0) == before.get("unauthorized", 0) + 2
+    assert after["refused"].get("unknown_origin", 0) == before.get("unknown_origin", 0) + 1
     assert after["last_refusal"]["reason"] == "unknown_origin"
+    time.sleep(1.0)  # several sync rounds: nothing of the forged states shows up anywhere
+    for region in regions.regions:
+        assert not [k for k in items(regions[region], STORE) if k.startswith("forged")]
 
 
 def test_malformed_and_oversized_bodies_are_refused(regions: FederatedRegions) -> None:
@@ -170,14 +189,23 @@ def test_malformed_and_oversized_bodies_are_refused(regions: FederatedRegions) -
                                "last": 1, "payload": "not-an-object"}).encode()
     for body in (b"\x00\xff garbage", valid[:-7], b"{}", forged_delta):
         assert post_to_gateway(regions, WEST, body, token) == 400
-    assert post_to_gateway(regions, WEST, b"{" + b" " * (9 * 1024 * 1024) + b"}", token) == 413
+    assert post_to_gateway(regions, WEST, b"{" + b" " * (9 * 1024 * 1024) + b"}", token) in (
+        413, -1)
     after = regions[WEST].call("gateway_status")["inbound"]["refused"]
-    assert after.get("malformed", 0) - before.get("malformed", 0) == 4
+    assert after.get("malformed", 0) - before.get("malformed", 0) == 3
+    assert after.get("version", 0) - before.get("version", 0) == 1      # b"{}" has no "v"
     assert after.get("oversized", 0) - before.get("oversized", 0) == 1
+    # a well-formed message from an old incarnation of east passes the gateway and is
+    # rejected by the replica (a replay), counted there and not merged
+    rejected = regions[WEST].store(STORE, "status")[WEST]["rejected"].get("stale_epoch", 0)
+    replay = encode(State(Envelope(STORE, EAST, 1, WEST), 5, None, 1,
+                          {"parts": {"map": forged_payload("replayed")}}))
+    assert post_to_gateway(regions, WEST, replay, token) == 200
+    assert regions[WEST].store(STORE, "status")[WEST]["rejected"]["stale_epoch"] == rejected + 1
     assert items(regions[WEST], STORE) == before_items
 
 
-def test_federation_status_names_the_peers(regions: FederatedRegions, tmp_path: Path) -> None:
+def test_federation_status_names_the_peers(regions: FederatedRegions) -> None:
     status = regions[WEST].call("gateway_status")
     assert status["region"] == WEST
     assert set(status["peers"]) == {EAST}

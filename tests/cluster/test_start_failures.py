@@ -36,6 +36,13 @@ class Boom:
         raise ValueError("boom in ctor")
 
 
+class AsyncBoom(Boom):
+    """The same, as an async actor (Ray runs it on an event loop thread)."""
+
+    async def ping(self) -> str:
+        return "pong"
+
+
 class Plain:
     def ping(self) -> str:
         return "pong"
@@ -85,12 +92,13 @@ def assert_ended_quietly(cluster: LocalCluster, pid_file: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- constructor raises
-def test_constructor_error_static(cluster: LocalCluster, static_sup: Supervisor,
-                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("actor", [Boom, AsyncBoom])
+def test_constructor_error_static(cluster: LocalCluster, static_sup: Supervisor, tmp_path: Path,
+                                  actor: type) -> None:
     pid_file = tmp_path / "boom.pid"
     started = time.monotonic()
     with pytest.raises(StartChildError) as info:
-        static_sup.start_child(ChildSpec(id="boom", actor=Boom, args=(str(pid_file),),
+        static_sup.start_child(ChildSpec(id="boom", actor=actor, args=(str(pid_file),),
                                          start_timeout=START_TIMEOUT_S))
     elapsed = time.monotonic() - started
     assert assert_one_line(info.value) == (

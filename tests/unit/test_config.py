@@ -206,7 +206,7 @@ def test_defaults() -> None:
     assert cfg.regions == [] and cfg.nodes == [] and cfg.worker_specs() == []
     assert cfg.head == NodeSpec() and cfg.head.num_cpus == 1 and cfg.head.count == 1
     assert cfg.auth == "token" and cfg.log_level == "INFO"
-    assert cfg.timeouts == TimeoutConfig(call_s=30, connect_s=60, placement_s=30)
+    assert cfg.timeouts == TimeoutConfig(call_s=30, connect_s=30, placement_s=30)
     assert ClusterConfig.from_dict({}) == cfg
 
 

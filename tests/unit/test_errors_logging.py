@@ -104,3 +104,39 @@ def test_bind_context_rejects_unknown_keys() -> None:
     from herd.platform import logging as hlog
     with pytest.raises(ValueError, match="unknown log context keys"):
         hlog.bind_context(colour="blue")
+
+
+def test_loggers_made_at_import_follow_a_later_configure() -> None:
+    """The CLI configures logging after every module made its logger: those loggers must use
+    the new level and renderer (before, they kept printing INFO as JSON lines)."""
+    result = _run("""
+        import pickle
+        from herd.platform import logging as hlog
+        log = hlog.get_logger("herd.early").bind(part="x")
+        hlog.configure(level="WARNING", json=False)
+        log.info("hidden")
+        log.warning("shown", n=1)
+        pickle.loads(pickle.dumps(log)).warning("unpickled")
+    """, HERD_LOG_LEVEL="DEBUG", HERD_LOG_JSON="1")
+    assert result.returncode == 0, result.stderr
+    assert "hidden" not in result.stderr
+    assert "shown" in result.stderr and "part=x" in result.stderr and "unpickled" in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+def test_two_sinks_file_gets_json_and_the_stream_only_warnings(tmp_path: Path) -> None:
+    log_file = tmp_path / "herd.log"
+    result = _run(f"""
+        from pathlib import Path
+        from herd.platform import logging as hlog
+        hlog.configure(level="INFO", file=Path("{log_file}"), stderr_level="WARNING")
+        log = hlog.get_logger("herd.cli")
+        log.debug("dropped")
+        log.info("file_only", n=1)
+        log.error("both", n=2)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "both" in result.stderr and "file_only" not in result.stderr
+    assert not result.stderr.startswith("{")
+    events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
+    assert events == ["file_only", "both"]

@@ -125,9 +125,9 @@ def test_unknown_origin_wrong_target_and_spoofed_origin_are_refused() -> None:
         assert status == 400 and b"wrong_origin" in body
         assert (await raw_post(west, ack_from("us-east", "us-west", store="missing")))[0] == 404
         assert recorders["us-west"].delivered == []
-        refused = (await west.status())["inbound"]["refused"]
-        assert refused == {"unknown_origin": 2, "wrong_target": 1, "wrong_origin": 1,
-                           "unknown_store": 1}
+        inbound = (await west.status())["inbound"]
+        assert inbound["refused"] == {"unknown_origin": 2, "wrong_target": 1, "wrong_origin": 1}
+        assert inbound["undeliverable"] == {"unknown_store": 1}
 
     run_gateways(scenario)
 
