@@ -146,7 +146,13 @@ def connect(config: ClusterConfig | None = None, address: str | None = None,
     target = address or (config.address if config.mode == "address" else None)
     target = target or os.environ.get("RAY_ADDRESS") or None
     if target:
-        info = _join(target, namespace, log_to_driver, timeout_s or config.timeouts.connect_s)
+        began = time.monotonic()
+        try:
+            info = _join(target, namespace, log_to_driver, timeout_s or config.timeouts.connect_s)
+        except ClusterUnavailable as exc:
+            log.info("cluster_unavailable", address=target, error=str(exc),
+                     after_s=round(time.monotonic() - began, 3))
+            raise
     else:
         try:
             ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, namespace=namespace,

@@ -34,6 +34,11 @@ class Node:
         self.epoch += 1
         self.core = ReplicaCore.restore(self.config, self.epoch, None, list(self.durable))
 
+    def replace(self) -> None:
+        """Restarted on another node with ``durability="file"``: nothing survives."""
+        self.durable = []
+        self.restart()
+
 
 @dataclass
 class Oracle:
@@ -139,6 +144,7 @@ ACTIONS = st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.integers(0
 
 def run(world: World, schedule: list[tuple[int, int, int, int, int]]) -> None:
     rnd = random.Random(0)
+    world.settle()  # every replica knows every peer: later writes travel as delta intervals
     for kind, region_i, action, key, pick in schedule:
         region = REGIONS[region_i]
         other = REGIONS[(region_i + 1 + pick % 2) % 3]
@@ -159,6 +165,10 @@ def run(world: World, schedule: list[tuple[int, int, int, int, int]]) -> None:
             world.cut.symmetric_difference_update({link})  # partition or heal
         elif kind == 8 and pick % 4 == 0:
             world.nodes[region].restart()
+        elif kind == 8 and pick % 4 == 1:
+            node = world.nodes[region]
+            if all(node.core.pending(r) == 0 for r in node.core.peers):
+                node.replace()  # every write of it is held by both peers (an 'all' ack)
         elif kind == 8:
             world.wire.append((region, other, world.nodes[region].core.sync_message(other)))
         elif kind == 9 and world.wire:
@@ -185,3 +195,69 @@ def test_lww_map_converges_and_keeps_acknowledged_writes(schedule: list[Any]) ->
 @given(ACTIONS)
 def test_truncated_buffers_fall_back_to_digests(schedule: list[Any]) -> None:
     run(World("ormap", max_entries=3), schedule)
+
+
+# ------------------------------------------------------------------------------ fixed cases
+
+def pair() -> tuple[ReplicaCore, ReplicaCore]:
+    world = World("lww_map")
+    world.settle()
+    return world.nodes["a"].core, world.nodes["b"].core
+
+
+def test_deltas_flow_with_sequence_numbers_and_acks() -> None:
+    a, b = pair()
+    a.write("put", "k", 1)
+    a.write("put", "j", 2)
+    delta = a.next_message("b")
+    assert delta is not None and b"delta" in delta
+    ack = b.handle(delta, 0)
+    assert ack is not None and a.handle(ack, 0) is None
+    assert b.state.items() == {"k": 1, "j": 2} and a.pending("b") == 0
+    assert b.handle(delta, 0) is not None and b.rejected["stale_seq"] == 1  # replayed
+    assert a.next_message("b") is None
+
+
+def test_gap_and_unknown_epoch_ask_for_a_digest_exchange() -> None:
+    a, b = pair()
+    a.write("put", "k", 1)
+    first = a.next_message("b")
+    a.peers["b"].acked = 1  # pretend "b" acknowledged the first: the next delta skips it
+    a.write("put", "j", 2)
+    gap = a.next_message("b")
+    assert first is not None and gap is not None
+    reply = b.handle(gap, 0)
+    assert reply is not None and b"need_sync" in reply and b"gap" in reply
+    state = a.handle(reply, 0)
+    assert state is not None and b'"kind":"state"' in state
+    assert a.handle(b.handle(state, 0) or b"", 0) is None
+    assert b.state.items() == {"k": 1, "j": 2}
+
+
+def test_bad_messages_are_rejected_with_reasons_and_never_merged() -> None:
+    a, b = pair()
+    a.write("put", "k", 1)
+    good = a.next_message("b")
+    assert good is not None
+    cases = {
+        "malformed": [good[:-5], b"\xff\xfe", b"[]", good.replace(b'"first":', b'"frist":')],
+        "oversized": [good + b" " * (64 * 1024)],
+        "version": [good.replace(b'"v":1', b'"v":2')],
+        "wrong_store": [good.replace(b'"store":"s"', b'"store":"t"')],
+        "wrong_target": [good.replace(b'"target":"b"', b'"target":"c"')],
+        "unknown_origin": [good.replace(b'"origin":"a"', b'"origin":"z"')],
+        "stale_epoch": [good.replace(b'"epoch":1,', b'"epoch":0,')],
+        "wrong_epoch": [good.replace(b'"target_epoch":1', b'"target_epoch":9')],
+        "bad_payload": [good.replace(b'"type":"AWLWWMap"', b'"type":"ORSet"')],
+    }
+    for reason, messages in cases.items():
+        for raw in messages:
+            reply = b.handle(raw, 0)
+            assert reply is not None and b'"kind":"reject"' in reply, (reason, reply)
+    assert b.state.items() == {}
+    assert b.rejected["malformed"] >= 4
+    for reason in cases:
+        if reason != "stale_epoch":  # epoch 0 fails validation (epochs start at 1)
+            assert b.rejected[reason] >= 1, reason
+    ack = b.handle(good, 0)
+    assert ack is not None and b.state.items() == {"k": 1}
