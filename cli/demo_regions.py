@@ -18,6 +18,7 @@ from herd.replication.federation.regions import FederatedRegions, RegionClient
 Echo = Callable[[str], None]
 STORE = "demo-carts"
 CONVERGE_DEADLINE_S = 60.0
+FAILURE_DEADLINE_S = 10.0
 WRITES_PER_SIDE = 5
 
 
@@ -51,6 +52,7 @@ def run_regions_demo(echo: Echo, delay_ms: float = 25.0, partition_s: float = 5.
         echo(f"us-west sees us-east's write after {seconds * 1e3:.0f} ms")
 
         echo(f"cutting the link (ip link set ... down) for {partition_s:.0f} s")
+        cut_wall = time.time()
         fed.partition(east_name, west_name)
         cut_at = time.monotonic()
         for i in range(WRITES_PER_SIDE):
@@ -65,9 +67,9 @@ def run_regions_demo(echo: Echo, delay_ms: float = 25.0, partition_s: float = 5.
         echo(f"  wrote {WRITES_PER_SIDE} carts, orders and customers on each side, each write "
              f"acknowledged locally")
         show_sides(fed, echo)
-        peer = east.call("gateway_status")["peers"][west_name]
-        echo(f"  us-east's gateway: {peer['failed']} failed sends to us-west, last error: "
-             f"{(peer['last_error'] or '-')[:70]}")
+        peer = wait_for_send_failure(east, west_name, since=cut_wall)
+        echo(f"  us-east's gateway cannot reach us-west: {peer['failed']} failed sends, last "
+             f"error: {(peer['last_error'] or '-')[:70]}")
         time.sleep(max(0.0, partition_s - (time.monotonic() - cut_at)))
 
         echo("healing the link")
@@ -84,6 +86,16 @@ def run_regions_demo(echo: Echo, delay_ms: float = 25.0, partition_s: float = 5.
              f"(last writer wins by hybrid logical clock)")
         echo("stopping both clusters ...")
     echo("done: every process of both clusters is gone and the namespaces are removed")
+
+
+def wait_for_send_failure(client: RegionClient, peer: str, since: float) -> dict[str, Any]:
+    """The gateway's view of ``peer`` once a send to it has failed after ``since``."""
+    deadline = time.monotonic() + FAILURE_DEADLINE_S
+    while True:
+        status = client.call("gateway_status")["peers"][peer]
+        if (status["last_error_at"] or 0) > since or time.monotonic() > deadline:
+            return dict(status)
+        time.sleep(0.2)
 
 
 def show_sides(fed: FederatedRegions, echo: Echo) -> None:

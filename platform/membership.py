@@ -1,8 +1,8 @@
 """Cluster membership: ``NodeUp`` / ``NodeDown`` events from the GCS node table.
 
 Ray has no push API for node events, so one control-plane actor (``herd/membership``, detached,
-pinned to the head node, restartable) polls ``ray.nodes()`` every ~100 ms, diffs it against its
-last view and delivers events:
+pinned to the head node, restartable) reads the GCS node table asynchronously
+(``herd.platform.gcs.anodes``) every ~100 ms, diffs it against its last view and delivers events:
 
 * to actor subscribers, pushed as ``getattr(handle, method).remote(event)``; a subscriber whose
   actor is dead is dropped;
@@ -54,7 +54,6 @@ __all__ = [
     "NodeUp",
     "diff_views",
 ]
-
 
 
 @dataclass(frozen=True)

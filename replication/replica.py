@@ -124,8 +124,10 @@ class Replica:
         sync = await self._started()
         if op not in OPS[self.settings.kind]:
             raise WrongValueType(f"{op!r} is not an operation of kind {self.settings.kind!r}")
-        reachable = [r for r, ok in sync.reachable().items() if ok]
-        if 1 + len(reachable) < replicas:
+        reachable = sync.reachable()
+        if replicas > 1 and 1 + sum(reachable.values()) < replicas:
+            reachable = await sync.probe(min(1.0, timeout_s / 2))
+        if 1 + sum(reachable.values()) < replicas:
             raise self._no_quorum(replicas, [], "unreachable before the write")
         watching = self._watching()
         try:

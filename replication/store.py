@@ -31,6 +31,8 @@ from herd.platform.quorum import (
 )
 from herd.platform.waiting import deadline_in, time_left
 from herd.registry import Registry
+from herd.registry.connection import named
+from herd.registry.errors import NotRegistered
 from herd.replication.errors import (
     ConsistencyUnavailable,
     InvalidValue,
@@ -134,13 +136,31 @@ class ReplicatedStore:
         return handle
 
     def _call(self, region: str, method: str, *args: Any, timeout: float) -> Any:
+        """Call the region's replica. Reads (everything but ``write``) are retried once on
+        the replica's successor when it died; a write is not (it may have been applied)."""
         deadline = deadline_in(timeout)
         handle = self._replica(region, deadline)
+        what = f"{self.name}@{region}.{method}"
         try:
             return rpc.get(getattr(handle, method).remote(*args), timeout=time_left(deadline),
-                           what=f"{self.name}@{region}.{method}")
+                           what=what)
         except RayTaskError as exc:
             raise _cause(exc) from None
+        except RayActorError as exc:
+            named("default").invalidate(replica_name(self.name, region), handle)
+            if method == "write":
+                raise ReplicaUnavailable(f"{what}: the replica died during the write ({exc}); "
+                                         f"it may have been applied") from None
+        try:
+            successor = Registry.start("default").wait_for(
+                replica_name(self.name, region), exclude=handle,
+                timeout=time_left(deadline)).handle
+            return rpc.get(getattr(successor, method).remote(*args),
+                           timeout=time_left(deadline), what=what)
+        except RayTaskError as exc:
+            raise _cause(exc) from None
+        except (RayActorError, NotRegistered) as exc:
+            raise ReplicaUnavailable(f"{what}: no live replica ({type(exc).__name__})") from None
 
     def _replicas(self, consistency: str) -> int:
         n = len(self.settings.regions)
@@ -170,15 +190,8 @@ class ReplicatedStore:
         replicas = self._replicas(consistency)
         target = self._region(region)
         wait_s = timeout or DEFAULT_TIMEOUT_S
-        try:
-            result: dict[str, Any] = self._call(target, "write", op, args, replicas, wait_s,
-                                                timeout=wait_s + 2.0)
-        except RayActorError as exc:
-            if replicas > 1:
-                raise QuorumNotAchieved({}, replicas, {target: type(exc).__name__},
-                                        what=f"write to store {self.name!r}") from None
-            raise ReplicaUnavailable(f"{self.name}@{target} died during {op} ({exc}); it "
-                                     f"may have been applied") from None
+        result: dict[str, Any] = self._call(target, "write", op, args, replicas, wait_s,
+                                            timeout=wait_s + 2.0)
         return result
 
     def put(self, key: Any, value: Any, consistency: str = "local",

@@ -130,7 +130,16 @@ class PeerSync:
         if await self.converse(region, self.core.sync_message(region)):
             peer.synced_at = (self.core.changes, link.recv)
 
-    async def converse(self, region: str, message: bytes) -> bool:
+    async def probe(self, timeout_s: float) -> dict[str, bool]:
+        """Reachability, after one anti-entropy exchange (bounded by ``timeout_s``) with each
+        peer now marked unreachable: a peer that recovered is found at once."""
+        down = [region for region, ok in self.reachable().items() if not ok]
+        await asyncio.gather(*(self.converse(region, self.core.sync_message(region), timeout_s)
+                               for region in down))
+        return self.reachable()
+
+    async def converse(self, region: str, message: bytes,
+                       timeout_s: float = SEND_TIMEOUT_S) -> bool:
         """Send ``message`` and follow the exchange to its end; False when the peer could not
         be reached (it is retried on the next wake-up or anti-entropy round)."""
         peer = self.peers[region]
@@ -138,7 +147,7 @@ class PeerSync:
         for _ in range(MAX_CONVERSATION):
             peer.inflight_since = time.monotonic()
             try:
-                reply = await self.send(region, message, SEND_TIMEOUT_S)
+                reply = await self.send(region, message, timeout_s)
             except HerdError as exc:
                 peer.last_error = str(exc)[:200]
                 peer.inflight_since = None

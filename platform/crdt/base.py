@@ -220,9 +220,10 @@ class CRDT(ABC):
         return {"type": self.TYPE, "v": VERSION, **self._encode()}
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any], replica: str | None = None) -> C:
-        """Inverse of :meth:`to_dict`, bound to ``replica``; ConfigError on a wrong tag,
-        version or content."""
+    def from_dict(cls: type[C], data: Mapping[str, Any], replica: str | None = None, *,
+                  clock: HybridLogicalClock | None = None) -> C:
+        """Inverse of :meth:`to_dict`, bound to ``replica`` (and ``clock``, e.g. the clock of
+        the state it replaces); ConfigError on a wrong tag, version or content."""
         check_mapping(data, "data")
         if data.get("type") != cls.TYPE:
             raise ConfigError(f"expected type {cls.TYPE!r}", source=SOURCE, field="type",
@@ -232,7 +233,7 @@ class CRDT(ABC):
             raise ConfigError(f"unsupported version (supported: {VERSION})", source=SOURCE,
                               field="v", value=version)
         state = cls._decode(data)
-        state._bind(replica)
+        state._bind(replica, clock)
         return state
 
     def to_bytes(self) -> bytes:
@@ -240,9 +241,10 @@ class CRDT(ABC):
         return _json_bytes(self.to_dict())
 
     @classmethod
-    def from_bytes(cls: type[C], raw: bytes, replica: str | None = None) -> C:
-        """Inverse of :meth:`to_bytes`, bound to ``replica``."""
-        return cls.from_dict(parse_bytes(raw), replica)
+    def from_bytes(cls: type[C], raw: bytes, replica: str | None = None, *,
+                   clock: HybridLogicalClock | None = None) -> C:
+        """Inverse of :meth:`to_bytes`, bound to ``replica`` (and ``clock``)."""
+        return cls.from_dict(parse_bytes(raw), replica, clock=clock)
 
     def _commit(self: C, delta: C) -> C:
         """Apply a mutator's delta to this replica (``X ⊔ δ``), record it, and return it."""
@@ -272,20 +274,22 @@ class CRDT(ABC):
         return loads, (self.to_bytes(),)
 
 
-def load(data: Mapping[str, Any], replica: str | None = None) -> CRDT:
+def load(data: Mapping[str, Any], replica: str | None = None, *,
+         clock: HybridLogicalClock | None = None) -> CRDT:
     """Any CRDT from its ``to_dict()`` form, dispatched on the ``type`` tag, bound to
-    ``replica``."""
+    ``replica`` (and ``clock``)."""
     type_name = data.get("type") if isinstance(data, Mapping) else None
     cls = CRDT._types.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise ConfigError(f"unknown CRDT type (known: {sorted(CRDT._types)})", source=SOURCE,
                           field="type", value=type_name)
-    return cls.from_dict(data, replica)
+    return cls.from_dict(data, replica, clock=clock)
 
 
-def loads(raw: bytes, replica: str | None = None) -> CRDT:
-    """Any CRDT from its ``to_bytes()`` form, bound to ``replica``."""
-    return load(parse_bytes(raw), replica)
+def loads(raw: bytes, replica: str | None = None, *,
+          clock: HybridLogicalClock | None = None) -> CRDT:
+    """Any CRDT from its ``to_bytes()`` form, bound to ``replica`` (and ``clock``)."""
+    return load(parse_bytes(raw), replica, clock=clock)
 
 
 def parse_bytes(raw: Any) -> Any:

@@ -15,9 +15,11 @@ talks to the runners over their hub links, which partitions never cut.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 import urllib.error
@@ -38,6 +40,7 @@ log = get_logger("herd.federation.regions")
 
 START_TIMEOUT_S = 240.0
 CALL_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
 
 
 class RemoteCallError(HerdError):
@@ -136,8 +139,15 @@ class FederatedRegions:
         return self
 
     def stop(self) -> None:
+        """Ask every runner to stop its cluster, wait for them (Ray's driver replaces the
+        SIGTERM handler, so a signal would cut their shutdown short), then tear down the
+        topology, which signals whatever is left."""
         with ThreadPoolExecutor(max(1, len(self.clients))) as pool:
             list(pool.map(lambda c: c.shutdown(), self.clients.values()))
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         self.topology.stop()
         self.clients.clear()
         if not self.failed_logs():

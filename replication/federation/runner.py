@@ -71,8 +71,11 @@ class RegionRunner:
 
     def call(self, request: dict[str, Any]) -> Any:
         op = request.get("op")
-        if op == "ping":
-            return {"region": self.region, "ready": self.ready.is_set()}
+        if op == "ping":  # and what a process in this namespace needs to join the cluster
+            ready = self.ready.is_set()
+            return {"region": self.region, "ready": ready,
+                    "address": self.cluster.address if ready else None,
+                    "env": self.cluster.env() if ready else {}}
         if not self.ready.is_set():
             raise ClusterError(f"region {self.region} is still starting")
         if op == "gateway_status":

@@ -183,13 +183,15 @@ def _start_supervisor(sup: StaticSupervisorEntry | DynamicSupervisorEntry) -> No
 
 
 def _stop_supervisor(kind: str, name: str) -> None:
+    """Stop one supervisor of the app; one that stopped on its own (an escalation, an exit on
+    restart intensity) is cleared away."""
     try:
         if kind == "static":
             Supervisor.get(name).stop("shutdown")
         else:
             DynamicSupervisor.get(name, include_stopped=True).stop()
     except (SupervisorStopped, SupervisorError) as exc:
-        log.warning("app_supervisor_already_gone", supervisor=name, error=str(exc))
+        log.info("app_supervisor_already_stopped", supervisor=name, reason=str(exc))
 
 
 def stop_app(name: str) -> list[str]:

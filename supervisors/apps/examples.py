@@ -34,6 +34,10 @@ class Counter:
     def where(self) -> dict[str, Any]:
         return {**_where(), "count": self.count, "uptime_s": time.time() - self.started_at}
 
+    def crash(self) -> None:
+        """Die at once, as a crash would (to watch herd restart or fail it over)."""
+        os._exit(1)
+
     def handoff(self) -> int:
         return self.count
 

@@ -18,7 +18,9 @@ the epoch it read, so an action planned from a stale view fails harmlessly.
 3. **Own records**: a record owned here that is not running is started (``StartOwn``) once its
    ``start_by`` has passed (before that only the driver's ``start_owned`` call may start it);
    when draining, or with active redistribution, children are moved to another member
-   (``Move`` when running, ``Reassign`` when not).
+   (``Move`` when running, ``Reassign`` when not). With active redistribution a member that
+   is not eligible (e.g. the head once a worker is back, under the head rule) moves all of its
+   children away, as if draining; with passive redistribution they stay where they are.
 
 Children with an operation in flight (``busy``) are left alone. ``on_exit`` and
 ``on_start_failure`` decide what follows a child's exit or a failed (re)start, with the child's
@@ -231,11 +233,13 @@ def _run_own(s: Snapshot) -> list[Action]:
     # Loads in the snapshot do not show moves still in flight: a load-aware strategy
     # rebalances again only once they have landed (else it would move everything).
     settling = s.strategy.load_aware and len(own) < len(mine)
+    leaving = s.draining or (s.redistribution == "active"
+                             and all(m.id != s.node_id for m in s.members))
     targets: dict[str, str] = {}
-    if s.draining or not settling:
+    if leaving or not settling:
         targets = move_targets(s.strategy, s.node_id, _placing(running + stopped),
                                s.loaded_members, redistribution=s.redistribution,
-                               draining=s.draining)
+                               draining=leaving)
     actions: list[Action] = []
     for record in running:
         if record.child_id in targets:
@@ -244,7 +248,7 @@ def _run_own(s: Snapshot) -> list[Action]:
     for record in stopped:
         if record.child_id in targets:
             actions.append(Reassign(record, targets[record.child_id]))
-        elif not s.draining and (record.start_by or 0.0) <= s.now:
+        elif not leaving and (record.start_by or 0.0) <= s.now:
             actions.append(StartOwn(record))
     return actions
 

@@ -73,7 +73,7 @@ class DynamicSupervisor:
         self._handles = MemberHandles(config.name)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (DynamicSupervisor.get, (self.name,))
+        return (_handle_named, (self.name,))
 
     def __repr__(self) -> str:
         return f"DynamicSupervisor({self.name!r}, distribution={self.config.distribution!r})"
@@ -372,6 +372,11 @@ class DynamicSupervisor:
     def _poke_members(self) -> None:
         for node in self.config.hosts(self._handles.nodes()):
             self._handles.get(node.node_id).reconcile_now.remote()
+
+
+def _handle_named(name: str) -> DynamicSupervisor:
+    """Unpickling: the handle, even of a stopped supervisor (its calls then say so)."""
+    return DynamicSupervisor.get(name, include_stopped=True)
 
 
 def _owner(reg: Registration) -> str:

@@ -3,6 +3,7 @@ status shows the moved children, stop, down; and `herd submit` through the Ray J
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,8 +12,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from herd.platform.cluster import LocalCluster
+import ray
+from ray.exceptions import RayActorError
+
+from herd.platform.cluster import LocalCluster, disconnect
 from herd.platform.waiting import wait_until
+from herd.registry import via
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +35,13 @@ def status_json(run_dir: Path) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+def assert_readable(output: str) -> None:
+    """herd's own lines only: no JSON log lines, no Ray raylet dumps or GCS retry lines."""
+    assert not [line for line in output.splitlines() if line.lstrip().startswith("{")], output
+    for marker in ("Raylet is terminated", "marked dead because", "gcs_client.cc", "(raylet)"):
+        assert marker not in output, output
+
+
 def workers_of(view: dict[str, Any]) -> list[dict[str, Any]]:
     sups = {s["name"]: s for s in view["apps"][0]["supervisors"]}
     return sups["workers"]["children"]
@@ -44,6 +56,7 @@ def test_up_run_status_kill_status_stop_down(tmp_path: Path) -> None:
         run = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
         assert run.returncode == 0, run.stderr
         assert "app demo running: 2 supervisors" in run.stdout
+        assert_readable(run.stdout + run.stderr)
         again = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
         assert again.returncode == 1 and "already running" in again.stderr
         view = status_json(run_dir)
@@ -71,6 +84,10 @@ def test_up_run_status_kill_status_stop_down(tmp_path: Path) -> None:
         current = wait_until(moved_back, 90, interval=1.0, what="moved children in status")
         assert len(current) == 6
         assert {c["node_id"] for c in current.values()}.isdisjoint({victim})
+        after = herd("status", "--run-dir", str(run_dir))
+        assert after.returncode == 0 and after.stderr == "", after.stderr
+        assert_readable(after.stdout)
+        assert "None" not in after.stdout and "alive=False" in after.stdout
 
         stop = herd("stop", "demo", "--run-dir", str(run_dir))
         assert stop.returncode == 0, stop.stderr
@@ -111,3 +128,58 @@ def test_submit_runs_the_app_as_a_ray_job(tmp_path: Path) -> None:
 def _all_running(view: dict[str, Any]) -> dict[str, Any] | None:
     children = workers_of(view)
     return view if children and all(c["status"] == "running" for c in children) else None
+
+
+FRAGILE_APP = """
+name: fragile
+supervisors:
+  - kind: dynamic
+    name: esc
+    on_exhausted: escalate
+    max_restarts: 0
+    children:
+      - {id: c-1, actor: "herd.supervisors.apps.examples:Counter"}
+  - kind: static
+    name: brittle
+    max_restarts: 0
+    children:
+      - {id: w, actor: "herd.supervisors.apps.examples:Counter"}
+"""
+
+
+def test_status_shows_stopped_supervisors_with_their_reason(tmp_path: Path) -> None:
+    """Issue 11, case 4 in `herd status`: a dynamic supervisor that escalated and a static one
+    that exited on its restart intensity show as stopped, with why."""
+    run_dir = tmp_path / "cluster"
+    app_file = tmp_path / "fragile.yaml"
+    app_file.write_text(FRAGILE_APP)
+    up = herd("cluster", "up", "--nodes", "2", "--run-dir", str(run_dir))
+    assert up.returncode == 0, up.stderr
+    try:
+        run = herd("run", str(app_file), "--run-dir", str(run_dir))
+        assert run.returncode == 0, run.stderr
+        LocalCluster.attach(run_dir).connect(log_to_driver=False)
+        try:
+            for key in ("esc/c-1", "brittle/w"):
+                with contextlib.suppress(RayActorError):
+                    ray.get(via(key).crash.remote(), timeout=60)
+        finally:
+            disconnect()
+
+        def stopped() -> dict[str, Any] | None:
+            out = herd("status", "fragile", "--json", "--run-dir", str(run_dir))
+            assert out.returncode == 0, out.stderr
+            sups = {s["name"]: s for s in json.loads(out.stdout)["apps"][0]["supervisors"]}
+            return sups if all(s["status"] == "stopped" for s in sups.values()) else None
+
+        sups = wait_until(stopped, 90, interval=1.0, what="both supervisors stopped")
+        assert "c-1" in sups["esc"]["reason"], sups["esc"]
+        assert "reached_max_restart_intensity" in sups["brittle"]["reason"], sups["brittle"]
+        text = herd("status", "fragile", "--run-dir", str(run_dir)).stdout
+        assert f"dynamic supervisor esc: stopped: {sups['esc']['reason']}" in text, text
+        assert "static supervisor brittle: stopped: " in text and "None" not in text, text
+        stop = herd("stop", "fragile", "--run-dir", str(run_dir))
+        assert stop.returncode == 0 and stop.stderr == "", stop.stderr
+    finally:
+        down = herd("cluster", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr

@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -205,9 +207,21 @@ def test_malformed_and_oversized_bodies_are_refused(regions: FederatedRegions) -
     assert items(regions[WEST], STORE) == before_items
 
 
-def test_federation_status_names_the_peers(regions: FederatedRegions) -> None:
-    status = regions[WEST].call("gateway_status")
-    assert status["region"] == WEST
-    assert set(status["peers"]) == {EAST}
-    assert status["peers"][EAST]["url"].startswith("https://")
-    assert status["inbound"]["accepted"].get(EAST, 0) > 0
+def test_herd_federation_status_shows_peers_lag_and_refusals(regions: FederatedRegions) -> None:
+    assert post_to_gateway(regions, WEST, b"{}", token="wrong" * 8) == 401
+    ping = regions[WEST].call("ping")
+    command = [sys.executable, "-c", "from herd.cli.federation import federation; federation()",
+               "status", "--address", ping["address"], "--store", STORE]
+    out = subprocess.run(regions.topology.namespaces[WEST].command(command),
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **ping["env"], "HERD_LOG_LEVEL": "ERROR"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"region {WEST}") and "tls=on" in lines[0]
+    peer_row = next(line for line in lines if line.startswith(EAST))
+    assert "https://" in peer_row
+    assert any(line.startswith("inbound: accepted") and "unauthorized=" in line
+               for line in lines), lines
+    assert any(line.startswith(f"store {STORE}:") for line in lines)
+    assert any(line.startswith(WEST) and EAST in line for line in lines[lines.index(
+        f"store {STORE}:"):])

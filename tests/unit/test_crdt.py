@@ -708,6 +708,8 @@ def test_replica_ids_are_bound_at_construction_and_never_shipped() -> None:
     restored = ORSet.from_bytes(s.to_bytes(), replica="a")
     assert restored == s and restored.add("z").to_dict()["store"] == [["z", [["a", 3]]]]
     assert load(s.to_dict(), replica="b").replica == "b"
+    assert loads(s.to_bytes(), "a", clock=s.clock).clock is s.clock
+    assert ORSet.from_dict(s.to_dict(), clock=s.clock).replica == "a", "a clock brings its id"
     other = s.copy("b")
     assert other.replica == "b" and other.add("w").to_dict()["store"] == [["w", [["b", 1]]]]
     assert s.value() == frozenset({"x", "y"}), "a copy is independent"

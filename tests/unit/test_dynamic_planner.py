@@ -215,6 +215,21 @@ def test_drain_moves_everything_elsewhere_and_starts_nothing_here() -> None:
     assert all(a.target in {"w1", "w2"} for a in actions if isinstance(a, (Move, Reassign)))
 
 
+def test_a_member_no_longer_eligible_hands_its_children_back_only_when_active() -> None:
+    """The head took children when no worker was left; a worker is back (the head is no longer
+    eligible): active redistribution moves them there, passive leaves them (and restarts a
+    crashed one in place)."""
+    records = [rec("a", owner="head"), rec("b", owner="head"),
+               rec("c", owner="head", incarnation=2, state="starting", start_by=0.0)]
+    for strategy in ("hash_ring", "least_loaded"):
+        active = plan(snap(records, {"a": 1, "b": 1}, node_id="head", members=["w1"],
+                           live=["head", "w1"], strategy=strategy, redistribution="active"))
+        assert active == [Move("a", 1, "w1"), Move("b", 1, "w1"), Reassign(records[2], "w1")]
+    passive = plan(snap(records, {"a": 1, "b": 1}, node_id="head", members=["w1"],
+                        live=["head", "w1"]))
+    assert passive == [StartOwn(records[2])]
+
+
 # --------------------------------------------------------------------------------- property
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.sampled_from([ME, "w1", "w2", "w3"]), min_size=1, unique=True),
