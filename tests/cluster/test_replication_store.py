@@ -31,6 +31,8 @@ from herd.replication import (
     ValueTooLarge,
     WrongValueType,
 )
+from herd.replication.models import supervisor_name
+from herd.supervisors import DynamicSupervisor
 
 REGIONS = ["us-east", "us-west", "eu"]
 CLUSTER_OPTIONS = {"regions": REGIONS}
@@ -186,6 +188,11 @@ def test_bad_input_changes_nothing(store: ReplicatedStore) -> None:
 def test_node_kill_moves_the_replica_and_it_catches_up(cluster: Any,
                                                       store: ReplicatedStore) -> None:
     cluster.add_node(region="us-west")
+    supervisor = DynamicSupervisor.get(supervisor_name("us-west"))
+    # The region's supervisor must have a member on the new node before the old one dies:
+    # a region whose every member died has nobody left to restart its replica.
+    wait_until(lambda: sum(m["member"] for m in supervisor.members(timeout=10)) == 2,
+               timeout=WAIT_S, interval=0.5)
     west_node = store.status()["us-west"]["node_id"]
     store.put("before-kill", 1, consistency="all", timeout=10)
     cluster.kill_node(cluster.node_by_id(west_node))
