@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError
 
-from herd.platform import rpc
 from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.registry import Registry, via
@@ -123,8 +122,8 @@ def start_gateway(federation: Federation, registry: str = "default",
 def gateway_status(registry: str = "default", timeout: float = 10.0) -> dict[str, Any]:
     """The status of this cluster's gateway (``HerdError`` if none runs)."""
     try:
-        return rpc.get(via(GATEWAY_NAME, registry=registry, timeout=timeout).status.remote(),
-                       timeout=timeout, what="federation gateway status")
+        status: dict[str, Any] = via(GATEWAY_NAME, registry=registry, timeout=timeout).status.call()
+        return status
     except HerdError:
         raise
     except Exception as exc:

@@ -73,3 +73,23 @@ def test_cluster_up_refuses_what_it_cannot_honour(args: list[str], message: str,
     assert result.stderr.startswith("herd: error:") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (run_dir / "cluster.json").exists()
+
+
+def test_cluster_up_from_a_local_config(tmp_path: Path) -> None:
+    """`--config` starts exactly the topology of a `mode: local` file: its regions, zones,
+    labels and resources."""
+    run_dir = tmp_path / "run"
+    up = herd("cluster", "up", "--config", "configs/cluster-local.yaml", "--run-dir",
+              str(run_dir), timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "cluster up: 3 nodes" in up.stdout
+        status = herd("cluster", "status", "--json", "--run-dir", str(run_dir))
+        assert status.returncode == 0, status.stderr
+        rows = json.loads(status.stdout)
+        assert [(r["region"], r["zone"]) for r in rows] == [
+            ("us-east", "us-east-1a"), ("us-east", "us-east-1b"), ("us-west", "us-west-2a")]
+        assert all(r["alive"] and r["cpu"] == 2 for r in rows)
+    finally:
+        down = herd("cluster", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr

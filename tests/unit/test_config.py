@@ -9,7 +9,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec, TimeoutConfig
+from herd.platform.connection import gcs_host_port
 from herd.platform.errors import ConfigError, HerdError
+from herd.platform.local.cluster import LocalCluster
 from herd.platform.validation import format_loc, load_yaml_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,7 +220,8 @@ def test_empty_yaml_file_is_all_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("address", [
     "auto", "127.0.0.1:6379", "head-0.example.com:6379", "[::1]:6379",
-    "ray://127.0.0.1:10001", "ray://head.example.com:10001", "dns:ray-head", "dns:ray-head.svc:6379",
+    "ray://127.0.0.1:10001", "ray://head.example.com:10001", "dns:ray-head",
+    "dns:ray-head.svc:6379",
 ])
 def test_valid_addresses(address: str) -> None:
     assert ClusterConfig(mode="address", address=address).address == address
@@ -323,3 +326,23 @@ def test_load_yaml_model_generic(tmp_path: Path) -> None:
     path.write_text("supervisors:\n  - name: a\n    children: [{id: x}]\n")
     app = load_yaml_model(_App, path)
     assert app.supervisors[0].children[0].restart == "permanent"
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("127.0.0.1:6379", ("127.0.0.1", 6379)), ("ray://head.example.com:10001",
+                                              ("head.example.com", 10001)),
+    ("[::1]:6379", ("::1", 6379)), ("auto", None), ("local", None), ("host:", None),
+])
+def test_gcs_host_port(address: str, expected: tuple[str, int] | None) -> None:
+    assert gcs_host_port(address) == expected
+
+
+@pytest.mark.parametrize("regions, nodes, message", [
+    (["us-east", "us-east"], 3, "duplicate region 'us-east'"),
+    (["a", "b", "c"], 1, "3 regions need at least 3 nodes, got 1"),
+    (["a b"], 2, "regions: region"),
+])
+def test_local_cluster_regions_are_checked_before_anything_starts(
+        regions: list[str], nodes: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LocalCluster(nodes=nodes, regions=regions, run_dir="/nonexistent/never-created")

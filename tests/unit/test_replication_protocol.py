@@ -139,7 +139,7 @@ class World:
 
 
 ACTIONS = st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.integers(0, 4),
-                             st.integers(0, 3), st.integers(0, 1000)), max_size=120)
+                             st.integers(0, 3), st.integers(0, 1000)), max_size=200)
 
 
 def run(world: World, schedule: list[tuple[int, int, int, int, int]]) -> None:
@@ -179,19 +179,19 @@ def run(world: World, schedule: list[tuple[int, int, int, int, int]]) -> None:
     world.check()
 
 
-@settings(max_examples=150)
+@settings(max_examples=400)
 @given(ACTIONS)
 def test_ormap_converges_and_keeps_acknowledged_writes(schedule: list[Any]) -> None:
     run(World("ormap"), schedule)
 
 
-@settings(max_examples=100)
+@settings(max_examples=200)
 @given(ACTIONS)
 def test_lww_map_converges_and_keeps_acknowledged_writes(schedule: list[Any]) -> None:
     run(World("lww_map"), schedule)
 
 
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(ACTIONS)
 def test_truncated_buffers_fall_back_to_digests(schedule: list[Any]) -> None:
     run(World("ormap", max_entries=3), schedule)
