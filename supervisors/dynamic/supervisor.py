@@ -52,6 +52,7 @@ from herd.supervisors.errors import (
     SupervisorStopped,
 )
 from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.otp.start_failure import describe
 from herd.supervisors.strategies import member_of, requirements_of
 
 log = get_logger("herd.dynamic")
@@ -178,7 +179,11 @@ class DynamicSupervisor:
             return rpc.get(self._handles.get(owner).start_owned.remote(record, child),
                            timeout=time_left(deadline), what=f"start_child {child.id!r}")
         except RayTaskError as exc:
-            raise _cause(exc) from None  # the member removed the record
+            if not isinstance(exc.cause, HerdError):  # e.g. args the member cannot unpickle
+                self._abandon(record)
+                raise StartChildError(f"child {child.id!r} failed to start: "
+                                      f"{describe(exc)[0]}") from None
+            raise exc.cause from exc.cause.__cause__  # the member removed the record
         except RayActorError:  # its member is gone: stopped, or its node died meanwhile
             self._handles.forget(owner)
             if self.stopped_reason() is not None:
@@ -388,4 +393,4 @@ def _cause(exc: RayTaskError) -> HerdError:
     cause = exc.cause
     if isinstance(cause, HerdError):
         return cause
-    return SupervisorError(f"a member failed: {type(cause).__name__}: {cause}")
+    return SupervisorError(f"a member failed: {describe(exc)[0]}")
