@@ -25,6 +25,7 @@ import structlog
 CONTEXT_KEYS = ("node_id", "actor", "supervisor", "child_id", "epoch")
 
 _configured = False
+_generation = 0  # bumped by every configure(): loggers made earlier rebuild themselves
 _log_file: TextIO | None = None
 
 
@@ -76,7 +77,7 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
     shows ``stderr_level`` (default WARNING) and above, through the console renderer unless
     ``HERD_LOG_JSON=1``.
     """
-    global _configured, _log_file
+    global _configured, _generation, _log_file
     stream = stream or sys.stderr
     keep = level_number(level or os.environ.get("HERD_LOG_LEVEL"))
     env_json = os.environ.get("HERD_LOG_JSON")
@@ -109,6 +110,7 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _generation += 1
 
 
 def get_logger(name: str, **initial: Any) -> structlog.typing.FilteringBoundLogger:
@@ -121,10 +123,12 @@ def get_logger(name: str, **initial: Any) -> structlog.typing.FilteringBoundLogg
 
 
 class _LazyLogger:
-    """A bound logger made afresh from the current configuration for every call."""
+    """A bound logger made from the configuration in force: remade after ``configure``."""
 
     def __init__(self, context: dict[str, Any]) -> None:
         self._context = context
+        self._bound: Any = None
+        self._generation = -1
 
     def bind(self, **values: Any) -> _LazyLogger:
         return _LazyLogger({**self._context, **values})
@@ -135,7 +139,18 @@ class _LazyLogger:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # pickling and copying probe dunders before __init__ ran
             raise AttributeError(name)
-        return getattr(structlog.get_logger().bind(**self._context), name)
+        if self._generation != _generation:
+            self._bound = structlog.get_logger().bind(**self._context)
+            self._generation = _generation
+        return getattr(self._bound, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"context": self._context}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._context = state["context"]
+        self._bound = None
+        self._generation = -1
 
 
 def bind_context(**values: Any) -> None:

@@ -162,7 +162,8 @@ def format_validation_error(err: ValidationError, source: str,
         more = "; ".join(f"{path}: {msg}" for path, msg in lines[1:])
         text += f"; {len(lines) - 1} more error(s): {more}"
     config_error = ConfigError(text, source=source, field=lines[0][0], value=first_value)
-    config_error.errors = [(path, msg, d[2]) for (path, msg), d in zip(lines, described, strict=False)]
+    config_error.errors = [(path, msg, d[2])
+                           for (path, msg), d in zip(lines, described, strict=False)]
     return config_error
 
 
