@@ -5,7 +5,7 @@ types are in ``causal_types``."""
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,10 @@ class Causal(CRDT, abstract=True):
     def value(self) -> Any:
         return self._read(self._spec, self._store)
 
+    def context(self) -> CausalContext:
+        """A copy of the causal context (the dots this state has seen), without the store."""
+        return self._ctx.copy()
+
     def merge(self, other: Any) -> Any:
         self._check_mergeable(other)
         self._store = self._spec.kind.join(self._store, self._ctx, other._store, other._ctx)
@@ -111,13 +115,18 @@ class CausalMap(Causal, abstract=True):
     the other store plus those holding a dot the other context has seen. When the other
     context is small they are found through a dot -> key index (built on first use, then kept
     up to date); otherwise every key is scanned.
+
+    For large maps kept in sync by key ranges (digests per bucket of keys), the per-key
+    accessors cost O(keys involved): :meth:`keys`, :meth:`encode_key`, :meth:`slice`,
+    :meth:`merge_slice`, and :meth:`changed_keys` to maintain derived data incrementally.
     """
 
-    __slots__ = ("_index",)
+    __slots__ = ("_index", "_changed")
 
     def _init(self, spec: CausalSpec, store: Any, ctx: CausalContext) -> None:
         super()._init(spec, store, ctx)
         self._index: dict[Dot, Key] | None = None
+        self._changed: set[Key] | None = None
 
     @property
     def _value_kind(self) -> StoreKind[Any]:
@@ -135,10 +144,56 @@ class CausalMap(Causal, abstract=True):
     def __contains__(self, key: object) -> bool:
         return key in self._store
 
+    def keys(self) -> Iterator[Key]:
+        """The keys present, in no particular order (O(1) to start; do not mutate meanwhile)."""
+        return iter(self._store)
+
+    def encode_key(self, key: Key) -> Any:
+        """The wire form of ``key``'s entry: the second item of its ``[key, ...]`` pair in
+        ``to_dict()["store"]``; None when the key is absent. O(size of the entry)."""
+        nested = self._store.get(key)
+        return None if nested is None else self._value_kind.encode(nested)
+
+    def slice(self, keys: Iterable[Key]) -> Any:
+        """A state of this type holding only ``keys`` (those present) and a copy of the whole
+        causal context, bound to no replica; O(len(keys) + context). Merging it with
+        :meth:`merge` would remove every key outside ``keys`` whose dots the context covers:
+        join it with :meth:`merge_slice` instead."""
+        store = self._store
+        nested = {key: store[key] for key in keys if key in store}
+        return self._wrap(self._spec, nested, self._ctx.copy())
+
     def merge(self, other: Any) -> Any:
         self._check_mergeable(other)
         if other is self:
             return self
+        return self._join(other, self._keys_seen_by(other._ctx, other._store))
+
+    def merge_slice(self, other: Any, keys: Iterable[Key]) -> Any:
+        """Join ``other``, a :meth:`slice` of a state: every entry of ``other`` and its context
+        are joined, but of this map's keys that ``other`` does not hold only ``keys`` are
+        revisited (removed when ``other``'s context has seen their dots); the others are kept
+        as they are, since the slice left them out rather than removed them. With ``keys``
+        covering every key this is :meth:`merge`. O(len(other) + len(keys) + context)."""
+        self._check_mergeable(other)
+        if other is self:
+            return self
+        mine, theirs = self._store, other._store
+        return self._join(other, [key for key in keys if key in mine and key not in theirs])
+
+    def changed_keys(self) -> set[Key]:
+        """The keys whose entry was set, replaced or removed since the previous call. The first
+        call starts the tracking and returns every key present, so derived data (digests,
+        indexes) can be seeded from it and then kept current at O(changes)."""
+        if self._changed is None:
+            self._changed = set()
+            return set(self._store)
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _join(self, other: Any, revisit: Iterable[Key]) -> Any:
+        """Join ``other``'s entries and context; of this map's keys outside ``other``'s store,
+        ``revisit`` are those that may hold a dot ``other``'s context has seen."""
         value_kind = self._value_kind
         mine, theirs, empty = self._store, other._store, value_kind.empty
         mine_ctx, their_ctx = self._ctx, other._ctx
@@ -148,7 +203,7 @@ class CausalMap(Causal, abstract=True):
             joined = value_kind.join(current, mine_ctx, nested, their_ctx)
             if joined is not current:
                 changes.append((key, joined))
-        for key in self._keys_seen_by(their_ctx, theirs):
+        for key in revisit:
             current = mine[key]
             joined = value_kind.join(current, mine_ctx, empty, their_ctx)
             if joined is not current:
@@ -186,6 +241,8 @@ class CausalMap(Causal, abstract=True):
             self._store[key] = nested
         else:
             self._store.pop(key, None)
+        if self._changed is not None:
+            self._changed.add(key)
 
     def _remove_delta(self, keys: Iterable[Key]) -> Any:
         """The delta removing ``keys`` as observed here: no store, their dots as context."""

@@ -37,6 +37,7 @@ __all__ = ["STATE_FILE", "LocalCluster", "LocalNode", "check_regions", "free_por
 log = get_logger("herd.local_cluster")
 
 STATE_FILE = "cluster.json"
+REAPER_EXIT_S = 5.0
 
 
 def check_regions(regions: list[str], nodes: int) -> None:
@@ -91,6 +92,7 @@ class LocalCluster:
         # An owned cluster dies with the process that started it (herd.platform.local.reaper);
         # `herd cluster up` starts an unowned one that runs until `herd cluster down`.
         self.owned = owned
+        self._reaper: subprocess.Popen[bytes] | None = None
         if start:
             self.start()
 
@@ -255,6 +257,7 @@ class LocalCluster:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
             forget_token(self.token_path)
+        self._reap_reaper()
         log.info("cluster_stopped", address=self.address, run_dir=str(self.run_dir))
 
     def __enter__(self) -> LocalCluster:
@@ -333,10 +336,16 @@ class LocalCluster:
         return node
 
     def _start_reaper(self) -> None:
-        subprocess.Popen([sys.executable, "-m", "herd.platform.local.reaper", str(os.getpid()),
-                          str(self.run_dir / STATE_FILE)], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "herd.platform.local.reaper", str(os.getpid()),
+             str(self.run_dir / STATE_FILE)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _reap_reaper(self) -> None:
+        """The reaper exits within a poll once every node is gone; collect its exit status."""
+        if self._reaper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._reaper.wait(timeout=REAPER_EXIT_S)
 
     def _start_workers(self, specs: list[NodeSpec]) -> list[LocalNode]:
         launches = []
