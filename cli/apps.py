@@ -22,6 +22,7 @@ from herd.cli.common import (
     ray_output_to,
     run_dir_option,
 )
+from herd.cli.demo_regions import regions
 from herd.platform import jobs
 from herd.platform.errors import ConfigError
 from herd.platform.membership import Membership
@@ -140,13 +141,16 @@ def submit(app_path: Path | None, address: str, list_jobs: bool, logs_of: str | 
         sys.exit(1)
 
 
-@click.command("demo")
+@click.group("demo", invoke_without_command=True)
 @click.option("--app", "app_path", type=click.Path(path_type=Path),
               default=Path("configs/demo.yaml"), show_default=True)
+@click.pass_context
 @one_line_errors
-def demo(app_path: Path) -> None:
+def demo(ctx: click.Context, app_path: Path) -> None:
     """A local 3-node, 2-region cluster running APP: kill the worker holding most children and
-    watch each come back."""
+    watch each come back. `herd demo regions`: two federated clusters through a partition."""
+    if ctx.invoked_subcommand is not None:
+        return
     started = time.monotonic()
     log_path = DEFAULT_LOG_DIR / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with ray_output_to(log_path):
@@ -154,5 +158,7 @@ def demo(app_path: Path) -> None:
         run_demo(app_path, echo)
     echo(f"demo finished in {time.monotonic() - started:.0f} s")
 
+
+demo.add_command(regions)
 
 COMMANDS = [run, status, stop, submit, demo]

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from herd.cli.common import one_line_errors
+from herd.cli.common import echo, one_line_errors
 from herd.platform.errors import HerdTimeoutError
 from herd.replication.federation.regions import FederatedRegions, RegionClient
 
@@ -31,8 +31,8 @@ WRITES_PER_SIDE = 5
 def regions(delay_ms: float, partition_s: float) -> None:
     """Two federated clusters: cut the link, write on both sides, heal, watch them converge."""
     started = time.monotonic()
-    run_regions_demo(click.echo, delay_ms=delay_ms, partition_s=partition_s)
-    click.echo(f"demo finished in {time.monotonic() - started:.0f} s")
+    run_regions_demo(echo, delay_ms=delay_ms, partition_s=partition_s)
+    echo(f"demo finished in {time.monotonic() - started:.0f} s")
 
 
 def run_regions_demo(echo: Echo, delay_ms: float = 25.0, partition_s: float = 5.0) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from herd.cli.common import cli_connect, echo_table, one_line_errors, run_dir_option
+from herd.cli.common import (
+    address_option,
+    cluster_session,
+    connect_timeout_option,
+    echo,
+    echo_table,
+    one_line_errors,
+    run_dir_option,
+)
 from herd.replication.federation.gateway import gateway_status
 from herd.replication.store import ReplicatedStore
 
@@ -20,35 +28,36 @@ def federation() -> None:
 
 
 @federation.command("status")
-@click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS or the local "
-                                               "cluster of `herd cluster up`)")
+@address_option
 @run_dir_option
+@connect_timeout_option
 @click.option("--store", "stores", multiple=True,
               help="also show this store's replication lag per peer (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the raw status as JSON")
 @one_line_errors
-def status(address: str | None, run_dir: Path, stores: tuple[str, ...], as_json: bool) -> None:
+def status(address: str | None, run_dir: Path, connect_timeout: float, stores: tuple[str, ...],
+           as_json: bool) -> None:
     """Peers (URL, messages sent and failed, last round trip, time since the last answer, last
     error) and refused requests by reason."""
-    cli_connect(address, run_dir)
-    report = gateway_status()
-    for name in stores:
-        report.setdefault("stores", {})[name] = ReplicatedStore.get(name).status()
+    with cluster_session(address, run_dir, connect_timeout):
+        report = gateway_status()
+        for name in stores:
+            report.setdefault("stores", {})[name] = ReplicatedStore.get(name).status()
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        echo(json.dumps(report, indent=2, default=str))
         return
-    click.echo(f"region {report['region']}  listening on {':'.join(map(str, report['listen']))}"
+    echo(f"region {report['region']}  listening on {':'.join(map(str, report['listen']))}"
                f"  tls={'on' if report['tls'] else 'off'}")
     echo_table(peer_rows(report), ["peer", "url", "sent", "failed", "rtt_ms", "lag_ms",
                                    "last_error"])
     inbound = report["inbound"]
     refused = ", ".join(f"{k}={v}" for k, v in sorted(inbound["refused"].items())) or "none"
-    click.echo(f"inbound: accepted {sum(inbound['accepted'].values())}, refused {refused}")
+    echo(f"inbound: accepted {sum(inbound['accepted'].values())}, refused {refused}")
     if inbound.get("last_refusal"):
         last = inbound["last_refusal"]
-        click.echo(f"last refusal: {last['reason']} from {last['peer']} ({last['detail']})")
+        echo(f"last refusal: {last['reason']} from {last['peer']} ({last['detail']})")
     for name, store_status in report.get("stores", {}).items():
-        click.echo(f"store {name}:")
+        echo(f"store {name}:")
         echo_table(store_rows(store_status), ["replica", "peer", "pending", "ms_since_ack",
                                               "delta_bytes", "state_bytes"])
 

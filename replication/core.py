@@ -33,7 +33,7 @@ from herd.replication.protocol import (
     decode,
     encode,
 )
-from herd.replication.state import ReplicaState
+from herd.replication.state import FINE_BUCKETS, ReplicaState
 
 log = get_logger("herd.replication.core")
 SNAPSHOT_VERSION = 1
@@ -53,9 +53,10 @@ class CoreConfig:
 
 
 def bucket_count_for(keys: int) -> int:
-    """Digest granularity: about 8 keys per bucket, between 1 and 4096 buckets."""
+    """Digest granularity: about 8 keys per bucket, between 1 and 4096 buckets (the fine
+    buckets the state keeps its digests in)."""
     count = 1
-    while count < 4096 and count * 8 < keys:
+    while count < FINE_BUCKETS and count * 8 < keys:
         count *= 2
     return count
 
@@ -308,11 +309,10 @@ class ReplicaCore:
             raise ProtocolViolation("bad_payload", str(exc)[:200]) from exc
         plain = dict(payload)
         if buckets is None:
-            for name, crdt in parts.items():
-                self.state.parts[name].merge(crdt)
+            self.state.merge_parts(parts)
             record = {"op": "merge", "payload": plain}
         else:
-            self.state.merge_partial(plain, buckets, bucket_count)
+            self.state.merge_partial_parts(parts, buckets, bucket_count)
             record = {"op": "partial", "payload": plain, "buckets": list(buckets),
                       "bucket_count": bucket_count}
         self.changes += 1
@@ -328,13 +328,9 @@ class ReplicaCore:
     # ---------------------------------------------------------------- status
 
     def status(self, now_ms: int) -> dict[str, Any]:
-        vv: dict[str, int] = {}
-        for part in self.state.payload()["parts"].values():
-            for writer, count in part["context"]["vv"].items():
-                vv[writer] = max(vv.get(writer, 0), count)
         return {
             "region": self.config.region, "epoch": self.epoch, "seq": self.seq,
-            "version_vector": vv, "buffer": {"start": self.buffer.start,
+            "version_vector": self.state.version_vector(), "keys": self.state.key_count(), "buffer": {"start": self.buffer.start,
                                              "entries": len(self.buffer.entries),
                                              "bytes": self.buffer.total_bytes},
             "rejected": dict(self.rejected), "rejected_by_peers": dict(self.rejected_by_peers),
