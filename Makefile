@@ -10,11 +10,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install check lint typecheck layering test test-unit demo bench clean
 
+# pip's and setuptools' chatter goes to .venv/install.log, shown only when the install fails
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing herd and its dependencies into $(VENV) (log: $(VENV)/install.log) ..."
+	@{ $(PY) -m pip install --quiet --upgrade pip && \
+	   $(PY) -m pip install --quiet -e ".[test]"; } > $(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
