@@ -1,17 +1,20 @@
 """The registry's control-plane actor: one per registry shard, the linearizable arbiter.
 
 Detached, restartable (``max_restarts=-1``), pinned to the head node, named
-``herd/registry/<name>[/<shard>]`` in the ``herd`` namespace. Writes are planned and committed
-by :class:`RegistryState` with no ``await`` in between, so they are serialised; each is written
-through to the GCS KV store before it is acknowledged, and the state is reloaded when Ray
-restarts the actor (holder monitors and subscriptions are re-established). Expected refusals
-are returned as :class:`Rejection` values for the client to raise.
+``herd/registry/<name>[/<shard>]`` in the ``herd`` namespace. Writes are planned by
+:class:`RegistryState` and serialised by one writer task (``herd.registry.commit``), which
+stores the writes that arrive together -- and each batch (``register_many``,
+``compare_and_set_many``, ``remove_many``) -- as one write-through to the GCS KV store before
+acknowledging them; the state is reloaded when Ray restarts the actor (holder monitors, one per
+distinct holder, and subscriptions are re-established). Expected refusals are returned as
+:class:`Rejection` values for the client to raise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from typing import Any
@@ -21,19 +24,23 @@ import ray
 from herd.platform.control_plane import control_plane_options
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
+from herd.registry.commit import GroupCommit
 from herd.registry.holders import HolderMonitor
 from herd.registry.layout import actor_name
 from herd.registry.models import actor_id
 from herd.registry.records import (
+    ClaimItem,
     EventBatch,
     KeyMode,
     OnHolderDeath,
+    RegisterItem,
     Registration,
     Rejection,
+    RemoveItem,
     Snapshot,
     Updated,
 )
-from herd.registry.state import Change, RegistryState
+from herd.registry.state import Change, Planner, RegistryState
 from herd.registry.store import ShardStore, Subscription
 from herd.registry.subscribers import Subscribers, subscription_id
 
@@ -51,6 +58,9 @@ class RegistryActor:
         entries, high_water = self._store.load()
         self._state = RegistryState(mode, shard, high_water, entries)
         self._changed = asyncio.Event()
+        self._writes = GroupCommit(self._state, self._store, self._after_commit, **context)
+        self._writes.start()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._holders = HolderMonitor(self._holder_gone, **context)
         for holder_id, handle in self._state.holders().items():
             self._holders.watch(holder_id, handle)
@@ -68,13 +78,13 @@ class RegistryActor:
         placed = node_id or await self._placement(key, handle, holder_id, ready_s)
         if isinstance(placed, Rejection):
             return placed
-        return self._apply(self._state.plan_register(key, handle, holder_id, placed, meta,
-                                                     on_holder_death, op, time.time()))
+        return await self._apply(lambda s: s.plan_register(key, handle, holder_id, placed, meta,
+                                                           on_holder_death, op, time.time()))
 
     async def unregister(self, key: str, holder_id: str | None,
                          epoch: int | None) -> int | Rejection:
         """Remove the key's records of ``holder_id`` (all when None); the number removed."""
-        return self._apply(self._state.plan_unregister(key, holder_id, epoch))
+        return await self._apply(lambda s: s.plan_unregister(key, holder_id, epoch))
 
     async def compare_and_set(self, key: str, expected: int, changes: dict[str, Any],
                               node_id: str | None, op: str,
@@ -86,12 +96,42 @@ class RegistryActor:
             if isinstance(placed, Rejection):
                 return placed
             node_id = placed
-        return self._apply(self._state.plan_compare_and_set(key, expected, changes, holder_id,
-                                                            node_id, op, time.time()))
+        return await self._apply(lambda s: s.plan_compare_and_set(
+            key, expected, changes, holder_id, node_id, op, time.time()))
 
     async def update_meta(self, key: str, meta: dict[str, Any], holder_id: str | None,
                           op: str) -> list[Registration] | Rejection:
-        return self._apply(self._state.plan_update_meta(key, meta, holder_id, op))
+        return await self._apply(lambda s: s.plan_update_meta(key, meta, holder_id, op))
+
+    # ------------------------------------------------------------------------------ batches
+    async def register_many(self, items: list[RegisterItem],
+                            ready_s: float) -> list[Registration | Rejection]:
+        """``register`` of each item, as one write; per item the record or the refusal."""
+        nodes = await self._placements({i.holder_id: (i.key, i.handle) for i in items
+                                        if i.node_id is None}, ready_s)
+        ready = [i for i in items if not isinstance(nodes.get(i.holder_id), Rejection)]
+        results = iter(await self._apply(lambda s: s.plan_register_many(ready, time.time(),
+                                                                        nodes)) if ready else [])
+        return [dataclasses.replace(nodes[i.holder_id], key=i.key)
+                if isinstance(nodes.get(i.holder_id), Rejection) else next(results)
+                for i in items]
+
+    async def compare_and_set_many(self, items: list[ClaimItem],
+                                   ready_s: float) -> list[Registration | Rejection]:
+        """``compare_and_set`` of each item, as one write; per item the record or the
+        refusal."""
+        nodes = await self._placements(
+            {i.holder_id: (i.key, i.changes["handle"]) for i in items
+             if i.holder_id is not None and i.node_id is None}, ready_s)
+        ready = [i for i in items if not isinstance(nodes.get(i.holder_id or ""), Rejection)]
+        results = iter(await self._apply(lambda s: s.plan_compare_and_set_many(
+            ready, time.time(), nodes)) if ready else [])
+        return [dataclasses.replace(nodes[i.holder_id or ""], key=i.key)
+                if isinstance(nodes.get(i.holder_id or ""), Rejection) else next(results)
+                for i in items]
+
+    async def remove_many(self, items: list[RemoveItem]) -> list[int | Rejection]:
+        return await self._apply(lambda s: s.plan_remove_many(items))
 
     # ------------------------------------------------------------------------------ queries
     async def entry(self, key: str) -> tuple[int, list[Registration]]:
@@ -147,17 +187,20 @@ class RegistryActor:
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 "mode": self._state.mode, "counter": self._state.counter,
                 "records": self._state.count(), "subscribers": len(self._subscribers),
+                "writes": self._writes.writes, "commits": self._writes.groups,
                 **self._holders.counts()}
 
     # ---------------------------------------------------------------------------- internals
-    def _apply(self, planned: Change | Rejection) -> Any:
-        if isinstance(planned, Rejection):
-            return planned
-        if not planned.empty:
-            self._store.write(planned)
-            self._state.commit(planned)
-            self._after_commit(planned)
-        return planned.result
+    async def _apply(self, planner: Planner) -> Any:
+        """The write's result (or refusal) once it is durable and committed."""
+        return await self._writes.submit(planner)
+
+    async def _placements(self, holders: dict[str, tuple[str, Any]],
+                          ready_s: float) -> dict[str, Any]:
+        """holder id -> its node or a rejection, for each distinct holder (concurrently)."""
+        found = await asyncio.gather(*(self._placement(key, handle, holder_id, ready_s)
+                                       for holder_id, (key, handle) in holders.items()))
+        return dict(zip(holders, found, strict=True))
 
     def _after_commit(self, change: Change) -> None:
         touched: dict[str, Any] = {}
@@ -177,8 +220,13 @@ class RegistryActor:
         self._subscribers.publish(change.events)
 
     def _holder_gone(self, holder_id: str, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._remove_holder(holder_id, reason))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _remove_holder(self, holder_id: str, reason: str) -> None:
         try:
-            self._apply(self._state.plan_holder_gone(holder_id, reason))
+            await self._apply(lambda s: s.plan_holder_gone(holder_id, reason))
         except Exception as exc:  # KV unavailable: try again rather than keep a dead holder
             self._log.error("holder_cleanup_failed", holder=holder_id, error=repr(exc))
             asyncio.get_running_loop().call_later(RETRY_GONE_S, self._holder_gone, holder_id,

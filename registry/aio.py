@@ -20,6 +20,7 @@ of the key are then dict reads), without the caller waiting for them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -28,7 +29,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.platform import rpc
 from herd.platform.errors import HerdTimeoutError
-from herd.registry import models
+from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.connection import Connection, aconfigure, anamed, named
 from herd.registry.records import KeyMode, Registration
@@ -99,6 +100,21 @@ class AsyncRegistry:
                           handle: ActorHandle | None = None, *,
                           timeout: float | None = None) -> Registration | list[Registration]:
         return await self._run(ops.update_meta(self, key, meta, handle, timeout))
+
+    # ------------------------------------------------------------------------------ batches
+    async def register_many(self, entries: Iterable[tuple[Any, ...]], *,
+                            on_holder_death: str = "remove",
+                            timeout: float | None = None) -> list[Registration | Exception]:
+        return await self._run(batches.register_many(self, entries, on_holder_death, timeout))
+
+    async def compare_and_set_many(self, items: Iterable[tuple[Any, ...]], *,
+                                   timeout: float | None = None
+                                   ) -> list[Registration | Exception]:
+        return await self._run(batches.compare_and_set_many(self, items, timeout))
+
+    async def remove_many(self, items: Iterable[Any], *,
+                          timeout: float | None = None) -> list[int | Exception]:
+        return await self._run(batches.remove_many(self, items, timeout))
 
     # ------------------------------------------------------------------------------ queries
     async def lookup(self, key: str, *, fresh: bool = False, timeout: float | None = None) -> Any:

@@ -16,6 +16,7 @@ coroutines that await the registry's answers instead of blocking the event loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -24,7 +25,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.platform import rpc
 from herd.platform.errors import HerdTimeoutError
-from herd.registry import models
+from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.aio import AsyncRegistry
 from herd.registry.connection import Connection, configure, named
@@ -122,6 +123,30 @@ class Registry:
         holder) or of ``handle``'s memberships of the key (duplicate: ``handle`` required).
         ``NotRegistered`` if there is no such record."""
         return self._run(ops.update_meta(self, key, meta, handle, timeout))
+
+    # ------------------------------------------------------------------------------ batches
+    def register_many(self, entries: Iterable[tuple[Any, ...]], *, on_holder_death: str = "remove",
+                      timeout: float | None = None) -> list[Registration | Exception]:
+        """``register`` of many keys at once: ``entries`` are ``(key, handle)`` or ``(key,
+        handle, meta)`` tuples. One call and one durable write per registry shard, one holder
+        monitor per distinct holder. Returns, in order, each entry's record or its error
+        (``AlreadyRegistered``, ``HolderDead``, ...), not raised: see ``herd.registry.batches``.
+        Bad input raises ``RegistryInputError`` naming ``entries[i]`` and registers nothing."""
+        return self._run(batches.register_many(self, entries, on_holder_death, timeout))
+
+    def compare_and_set_many(self, items: Iterable[tuple[Any, ...]], *,
+                             timeout: float | None = None) -> list[Registration | Exception]:
+        """``compare_and_set`` of many keys at once (unique registries): ``items`` are ``(key,
+        expected_epoch)`` or ``(key, expected_epoch, changes)`` tuples, ``changes`` a dict with
+        ``handle``/``meta``/``on_holder_death``. Returns, in order, each new record or its
+        ``EpochConflict``; items of one key see each other in order."""
+        return self._run(batches.compare_and_set_many(self, items, timeout))
+
+    def remove_many(self, items: Iterable[Any], *,
+                    timeout: float | None = None) -> list[int | Exception]:
+        """``remove`` of many keys at once: keys, or ``(key, epoch)`` tuples. Returns, in
+        order, the number of records removed or the ``EpochConflict``."""
+        return self._run(batches.remove_many(self, items, timeout))
 
     # ------------------------------------------------------------------------------ queries
     def lookup(self, key: str, *, fresh: bool = False, timeout: float | None = None) -> Any:

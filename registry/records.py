@@ -124,3 +124,37 @@ class Entry:
 
     registration: Registration
     op: str = field(default="")
+
+
+@dataclass(frozen=True)
+class RegisterItem:
+    """One entry of ``register_many`` as the registry actor plans it (checked by the client;
+    ``node_id`` is the holder's node once placed, ``op`` the entry's operation id)."""
+
+    key: str
+    handle: Any
+    holder_id: str
+    node_id: str | None
+    meta: dict[str, Any]
+    on_holder_death: OnHolderDeath
+    op: str
+
+
+@dataclass(frozen=True)
+class ClaimItem:
+    """One item of ``compare_and_set_many``: ``changes`` as ``compare_and_set`` takes them."""
+
+    key: str
+    expected: int
+    changes: dict[str, Any]
+    holder_id: str | None
+    node_id: str | None
+    op: str
+
+
+@dataclass(frozen=True)
+class RemoveItem:
+    """One item of ``remove_many``: the key, and the epoch it must still have (or None)."""
+
+    key: str
+    epoch: int | None = None

@@ -14,26 +14,30 @@ high-water mark written before any removal (see ``herd.registry.store``).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from herd.registry.records import (
+    ClaimItem,
     Entry,
     Event,
     EventBatch,
     KeyMode,
     OnHolderDeath,
     Registered,
+    RegisterItem,
     Registration,
     Rejection,
+    RemoveItem,
     Snapshot,
     Unregistered,
     Updated,
 )
 
-LOG_CAPACITY = 10_000
+LOG_CAPACITY = 50_000
 BATCH_LIMIT = 1_000
 
 
@@ -52,6 +56,37 @@ class Change:
     @property
     def empty(self) -> bool:
         return not self.puts and not self.deletes
+
+
+Planned = Change | Rejection
+Planner = Callable[["RegistryState"], Planned]
+
+
+def merge(counter: int, changes: Sequence[Change]) -> Change:
+    """One change with the effect of ``changes`` applied in order (``counter``: the shard's
+    counter before them). A record put and later deleted in the group is only deleted."""
+    puts: dict[int, Entry] = {}
+    deletes: dict[int, Registration] = {}
+    events: list[Event] = []
+    for change in changes:
+        for reg in change.deletes:
+            puts.pop(reg.entry_id, None)
+            deletes[reg.entry_id] = reg
+        for entry in change.puts:
+            puts[entry.registration.entry_id] = entry
+        events.extend(change.events)
+        counter = change.counter
+    return Change(counter, tuple(puts.values()), tuple(deletes.values()), tuple(events))
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """What undoes a change staged while a group is planned."""
+
+    counter: int
+    change: Change
+    replaced: tuple[Entry | None, ...]
+    deleted: tuple[Entry, ...]
 
 
 def meta_matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -74,6 +109,7 @@ class RegistryState:
             self._index(entry)
             self.counter = max(self.counter, entry.registration.epoch)
         self._log: list[Event] = []
+        self._ends: list[int] = []  # seq of the last event of each commit in the log
         self._floor = self.counter  # events with seq <= floor are not in the log
         self._capacity = log_capacity
 
@@ -113,6 +149,10 @@ class RegistryState:
             return EventBatch(seq=self.counter, reset=True)
         start = since - self._floor
         chunk = self._log[start:start + limit]
+        if chunk:  # never split one commit (e.g. a batch) across two answers
+            end = bisect.bisect_left(self._ends, chunk[-1].seq)
+            if end < len(self._ends):
+                chunk = self._log[start:self._ends[end] - self._floor]
         seq = chunk[-1].seq if chunk else since
         return EventBatch(seq=seq, events=tuple(e for e in chunk if e.key.startswith(prefix)))
 
@@ -190,6 +230,64 @@ class RegistryState:
         return Change(self.counter + len(targets), puts=tuple(puts), events=tuple(events),
                       result=[e.registration for e in puts])
 
+    # ------------------------------------------------------------------------------ batches
+    def plan_group(self, planners: Sequence[Planner],
+                   unseen: Sequence[bool] = ()) -> tuple[Change, list[Planned]]:
+        """Plan several writes as one change, each seeing the effect of those before it (the
+        shard's writes that arrive together, or the items of a batch), and what each planned.
+        The state is unchanged afterwards: the merged change is committed like any other.
+        ``unseen[i]`` true: no later planner reads what planner ``i`` changes (a batch item
+        whose key does not recur), so only the counter is carried past it (much cheaper)."""
+        outcomes: list[Planned] = []
+        staged: list[_Staged] = []
+        counter = self.counter
+        try:
+            for i, planner in enumerate(planners):
+                planned = planner(self)
+                outcomes.append(planned)
+                if isinstance(planned, Change) and not planned.empty:
+                    if i < len(unseen) and unseen[i]:
+                        self.counter = planned.counter
+                    else:
+                        staged.append(self._stage(planned))
+        finally:
+            for step in reversed(staged):
+                self._unstage(step)
+            self.counter = counter
+        return merge(counter, [o for o in outcomes if isinstance(o, Change)]), outcomes
+
+    def plan_register_many(self, items: Sequence[RegisterItem], now: float,
+                           nodes: dict[str, Any] | None = None) -> Change:
+        """``register`` of every item in order, as one change; its result holds, per item,
+        the record or the :class:`Rejection` (a batch is not all-or-nothing). ``nodes``:
+        holder id -> node, for items without ``node_id``."""
+        placed = nodes or {}
+
+        def planner(item: RegisterItem) -> Planner:
+            node = item.node_id or placed.get(item.holder_id)
+            return lambda s: s.plan_register(item.key, item.handle, item.holder_id, node,
+                                             item.meta, item.on_holder_death, item.op, now)
+        return self._batch([planner(i) for i in items], [i.key for i in items])
+
+    def plan_compare_and_set_many(self, items: Sequence[ClaimItem], now: float,
+                                  nodes: dict[str, Any] | None = None) -> Change:
+        """``compare_and_set`` of every item in order, as one change; per-item results.
+        ``nodes``: holder id -> node, for items with a holder but no ``node_id``."""
+        placed = nodes or {}
+
+        def planner(item: ClaimItem) -> Planner:
+            node = item.node_id or (placed.get(item.holder_id) if item.holder_id else None)
+            return lambda s: s.plan_compare_and_set(item.key, item.expected, item.changes,
+                                                    item.holder_id, node, item.op, now)
+        return self._batch([planner(i) for i in items], [i.key for i in items])
+
+    def plan_remove_many(self, items: Sequence[RemoveItem]) -> Change:
+        """``remove`` (whoever holds the key) of every item in order, as one change; per item
+        the number of records removed or the :class:`Rejection`."""
+        def planner(item: RemoveItem) -> Planner:
+            return lambda s: s.plan_unregister(item.key, None, item.epoch)
+        return self._batch([planner(i) for i in items], [i.key for i in items])
+
     def plan_holder_gone(self, holder_id: str, reason: str) -> Change:
         """The holder exited or died: remove its records, or clear the holder of those
         registered with ``on_holder_death="clear"``."""
@@ -218,14 +316,49 @@ class RegistryState:
             self._index(entry)
         self.counter = change.counter
         self._log.extend(change.events)
+        if change.events:
+            self._ends.append(change.events[-1].seq)
         if len(self._log) > 2 * self._capacity:
             drop = len(self._log) - self._capacity
             self._floor = self._log[drop - 1].seq
             del self._log[:drop]
+            del self._ends[:bisect.bisect_left(self._ends, self._floor + 1)]
 
     # ---------------------------------------------------------------------------- internals
     def _key_entries(self, key: str) -> list[Entry]:
         return [self._entries[i] for i in self._by_key.get(key, {})]
+
+    def _batch(self, planners: Sequence[Planner], keys: Sequence[str]) -> Change:
+        """Plan a batch whose planner ``i`` reads and writes only key ``keys[i]``."""
+        last = {key: i for i, key in enumerate(keys)}
+        change, outcomes = self.plan_group(planners, [last[k] == i for i, k in enumerate(keys)])
+        results = [o.result if isinstance(o, Change) else o for o in outcomes]
+        return dataclasses.replace(change, result=results)
+
+    def _stage(self, change: Change) -> _Staged:
+        """Apply ``change`` to the indexes and the counter only (no log), undoably."""
+        step = _Staged(self.counter, change,
+                       tuple(self._entries.get(e.registration.entry_id) for e in change.puts),
+                       tuple(self._entries[r.entry_id] for r in change.deletes
+                             if r.entry_id in self._entries))
+        for reg in change.deletes:
+            self._unindex(reg.entry_id)
+        for entry in change.puts:
+            self._index(entry)
+        self.counter = change.counter
+        return step
+
+    def _unstage(self, step: _Staged) -> None:
+        for entry, previous in reversed(list(zip(step.change.puts, step.replaced, strict=True))):
+            if previous is None:
+                self._unindex(entry.registration.entry_id)
+            else:
+                self._index(previous)
+        for old in step.deleted:
+            self._index(old)
+            key = old.registration.key  # a key's records stay in entry id (creation) order
+            self._by_key[key] = dict(sorted(self._by_key[key].items()))
+        self.counter = step.counter
 
     def _removal(self, regs: list[Registration], reason: str) -> Change:
         events = tuple(Unregistered(seq, self.shard, reg, reason)

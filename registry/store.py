@@ -1,21 +1,41 @@
 """Write-through persistence of one registry shard in the GCS KV store (``herd.platform.kv``).
 
-Layout under ``registry/<name>/<shard>/``: ``e/<entry_id>`` one pickled :class:`Entry` per
-record (with its actor handle), ``hw`` the counter's high-water mark, ``s/<id>`` the actor
-subscriptions. A change is written before it is acknowledged. Before any record is deleted the
-high-water mark is raised to the counter after the change, so the counter recovered on restart
--- ``max(hw, every stored epoch)`` -- is never below an epoch or event number handed out.
+A log-structured layout under ``registry/<name>/<shard>/``, so that a write -- one operation, a
+batch of thousands, or every write that arrived while the previous one was being stored (group
+commit, ``herd.registry.commit``) -- is one KV put:
+
+* ``w/<n>`` (n zero-padded, growing): a write-ahead segment, one per change: the shard's counter
+  after it, the records it puts (pickled :class:`Entry`, with their actor handles) and the entry
+  ids it deletes.
+* ``c/<k>``: a chunk, every record whose entry id is in ``[k * CHUNK, (k + 1) * CHUNK)``.
+* ``m``: the manifest, ``(floor, counter)``: every segment ``<= floor`` is folded into the chunks.
+* ``s/<id>``: the actor subscriptions.
+
+Compaction (when enough segments accumulated) rewrites the chunks the segments touched, then the
+manifest, then deletes the folded segments. Loading reads the chunks and replays the segments
+after the manifest's floor in order; replay is idempotent per record (entry ids are never
+reused), so a compaction interrupted at any point loses nothing. The counter recovered --
+``max(manifest counter, every segment's counter, every stored epoch)`` -- is never below an
+epoch or event number handed out.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from herd.platform import kv
+from herd.platform.logging import get_logger
 from herd.registry.layout import shard_prefix
 from herd.registry.records import Entry
 from herd.registry.state import Change
+
+CHUNK = 512
+COMPACT_SEGMENTS = 64
+COMPACT_RECORDS = 20_000
+
+log = get_logger("herd.registry.store")
 
 
 @dataclass(frozen=True)
@@ -28,23 +48,70 @@ class Subscription:
     prefix: str
 
 
+@dataclass(frozen=True)
+class Segment:
+    counter: int
+    puts: tuple[Entry, ...]
+    deletes: tuple[int, ...]
+
+
 class ShardStore:
     def __init__(self, name: str, shard: int) -> None:
         self._prefix = shard_prefix(name, shard)
+        self._chunks: dict[int, dict[int, Entry]] = {}
+        self._dirty: set[int] = set()
+        self._segments: list[int] = []  # live segment numbers, in order
+        self._next = 1
+        self._floor = 0
+        self._counter = 0
+        self._unfolded = 0  # records written since the last compaction
 
     def load(self) -> tuple[list[Entry], int]:
-        """Every stored record and the high-water mark."""
-        entries = [kv.get_object(k) for k in kv.keys(self._prefix + "e/")]
-        return [e for e in entries if e is not None], int(kv.get_object(self._prefix + "hw", 0))
+        """Every stored record and the counter's high-water mark (blocking: actor start)."""
+        self._floor, self._counter = kv.get_object(self._prefix + "m", (0, 0))
+        for key in kv.keys(self._prefix + "c/"):
+            chunk = kv.get_object(key)
+            if chunk:
+                self._chunks[int(key.rsplit("/", 1)[1])] = chunk
+        numbers = sorted(int(k.rsplit("/", 1)[1]) for k in kv.keys(self._prefix + "w/"))
+        self._segments = numbers
+        for number in numbers:
+            segment = kv.get_object(self._segment_key(number)) if number > self._floor else None
+            if segment is not None:
+                self._fold(segment)
+        self._next = max([self._floor, *numbers]) + 1
+        return [e for chunk in self._chunks.values() for e in chunk.values()], self._counter
 
-    def write(self, change: Change) -> None:
-        if change.deletes:
-            kv.put_object(self._prefix + "hw", change.counter)
-        for entry in change.puts:
-            kv.put_object(f"{self._prefix}e/{entry.registration.entry_id}", entry)
-        for reg in change.deletes:
-            kv.delete(f"{self._prefix}e/{reg.entry_id}")
+    async def write(self, change: Change) -> None:
+        """Store ``change`` as one segment (one KV put)."""
+        segment = Segment(change.counter, change.puts, tuple(r.entry_id for r in change.deletes))
+        number = self._next
+        await kv.aput_object(self._segment_key(number), segment)
+        self._next += 1
+        self._segments.append(number)
+        self._fold(segment)
 
+    def compaction_due(self) -> bool:
+        return (len(self._segments) >= COMPACT_SEGMENTS
+                or (self._unfolded >= COMPACT_RECORDS and len(self._segments) > 1))
+
+    async def compact(self) -> None:
+        """Fold every segment written so far into the chunks (no write may run meanwhile)."""
+        floor, folded = self._next - 1, list(self._segments)
+        dirty, self._dirty = self._dirty, set()
+        try:
+            await asyncio.gather(*(self._write_chunk(k) for k in dirty))
+            await kv.aput_object(self._prefix + "m", (floor, self._counter))
+        except BaseException:
+            self._dirty |= dirty
+            raise
+        self._floor, self._unfolded = floor, 0
+        self._segments = [n for n in self._segments if n > floor]
+        await asyncio.gather(*(kv.adelete(self._segment_key(n)) for n in folded))
+        log.debug("registry_compacted", prefix=self._prefix, chunks=len(dirty),
+                  segments=len(folded))
+
+    # ------------------------------------------------------------------------ subscriptions
     def subscriptions(self) -> list[Subscription]:
         found = [kv.get_object(k) for k in kv.keys(self._prefix + "s/")]
         return [s for s in found if s is not None]
@@ -54,3 +121,29 @@ class ShardStore:
 
     def delete_subscription(self, sub_id: str) -> None:
         kv.delete(f"{self._prefix}s/{sub_id}")
+
+    # ---------------------------------------------------------------------------- internals
+    def _segment_key(self, number: int) -> str:
+        return f"{self._prefix}w/{number:012d}"
+
+    def _fold(self, segment: Segment) -> None:
+        for entry in segment.puts:
+            entry_id = entry.registration.entry_id
+            self._chunks.setdefault(entry_id // CHUNK, {})[entry_id] = entry
+            self._dirty.add(entry_id // CHUNK)
+        for entry_id in segment.deletes:
+            chunk = self._chunks.get(entry_id // CHUNK)
+            if chunk is not None:
+                chunk.pop(entry_id, None)
+            self._dirty.add(entry_id // CHUNK)
+        self._counter = max(self._counter, segment.counter)
+        self._unfolded += len(segment.puts) + len(segment.deletes)
+
+    async def _write_chunk(self, number: int) -> None:
+        chunk = self._chunks.get(number)
+        key = f"{self._prefix}c/{number}"
+        if chunk:
+            await kv.aput_object(key, dict(chunk))
+        else:
+            self._chunks.pop(number, None)
+            await kv.adelete(key)

@@ -21,6 +21,10 @@ probing the old one between waits; if the old one answers again it is called onc
 Use ``.call()`` only for methods that are safe to run twice (idempotent reads, ``set``-style
 writes, requests deduplicated by an id): the holder may have died after running the method and
 before answering. Any other failure (the method raised, a timeout) is not retried.
+
+A record whose meta has ``"route": M`` (and ``"route_key": K``) names something the holder runs
+for others (e.g. a lightweight child in its host actor): ``via(key).f.remote(*a, **kw)`` then
+calls ``holder.M.remote(K, "f", a, kw)``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from herd.registry import models
 from herd.registry.client import Registry
 from herd.registry.connection import named
 from herd.registry.errors import KeyModeError, NotRegistered
+from herd.registry.records import Registration
 
 DEFAULT_VIA_TIMEOUT_S = 10.0
 UNAVAILABLE_PROBE_S = 2.0  # how long to wait for a successor before probing the old holder
@@ -60,20 +65,20 @@ class Via:
     def __repr__(self) -> str:
         return f"via({self._key!r}, registry={self._registry_name!r})"
 
-    def _holder(self, deadline: float) -> ActorHandle:
-        """The current holder's handle; ``NotRegistered`` at once if there is none."""
-        handle = self._registry().lookup(self._key, timeout=time_left(deadline))
-        if handle is None:
+    def _holder(self, deadline: float) -> Registration:
+        """The current record; ``NotRegistered`` at once if it has no holder."""
+        record = self._registry().entry(self._key, timeout=time_left(deadline))
+        if not isinstance(record, Registration) or record.handle is None:
             raise NotRegistered(self._key, "no holder now (.call() waits for one)")
-        return handle
+        return record
 
-    def _resolve(self, deadline: float) -> ActorHandle:
-        """The current holder's handle, waiting for one until the deadline."""
+    def _resolve(self, deadline: float) -> Registration:
+        """The current record, waiting for one with a holder until the deadline."""
         registry = self._registry()
-        handle = registry.lookup(self._key, timeout=time_left(deadline))
-        if handle is None:
-            handle = registry.wait_for(self._key, timeout=time_left(deadline)).handle
-        return handle
+        record = registry.entry(self._key, timeout=time_left(deadline))
+        if not isinstance(record, Registration) or record.handle is None:
+            record = registry.wait_for(self._key, timeout=time_left(deadline))
+        return record
 
     def _forget(self, handle: ActorHandle) -> None:
         """Drop a cached record naming ``handle``: the caller saw it dead or unresponsive."""
@@ -96,47 +101,56 @@ class ViaMethod:
         """Submit to the current holder once and return the ObjectRef, without waiting:
         ``NotRegistered`` at once if the key has no holder now (use ``.call()`` to wait)."""
         deadline = time.monotonic() + self._target._timeout
-        return getattr(self._target._holder(deadline), self._method).remote(*args, **kwargs)
+        return self._submit(self._target._holder(deadline), args, kwargs)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Wait (within the via's timeout) for a holder, submit, wait for the result, and on
         holder death retry once on the next holder; ``NotRegistered`` if no holder appears."""
         target = self._target
         deadline = time.monotonic() + target._timeout
-        handle = target._resolve(deadline)
+        record = target._resolve(deadline)
         what = f"{target!r}.{self._method}"
         try:
-            return rpc.get(getattr(handle, self._method).remote(*args, **kwargs),
-                           timeout=time_left(deadline), what=what)
+            return rpc.get(self._submit(record, args, kwargs), timeout=time_left(deadline),
+                           what=what)
         except ActorDiedError:
-            successor = self._successor(handle, deadline)
+            successor = self._successor(record.handle, deadline)
         except ActorUnavailableError:
-            successor = self._successor_or_revived(handle, deadline)
-        return rpc.get(getattr(successor, self._method).remote(*args, **kwargs),
-                       timeout=time_left(deadline), what=what)
+            successor = self._successor_or_revived(record, deadline)
+        return rpc.get(self._submit(successor, args, kwargs), timeout=time_left(deadline),
+                       what=what)
 
-    def _successor(self, handle: ActorHandle, deadline: float) -> ActorHandle:
+    def _submit(self, record: Registration, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+        """Call the method on the record's holder (through its ``route``, if it names one)."""
+        route = record.meta.get("route")
+        if route is None:
+            return getattr(record.handle, self._method).remote(*args, **kwargs)
+        return getattr(record.handle, route).remote(record.meta.get("route_key"), self._method,
+                                                    args, kwargs)
+
+    def _successor(self, handle: ActorHandle, deadline: float) -> Registration:
         """The next holder after ``handle`` died, waiting for it until the deadline."""
         self._target._forget(handle)
         return self._target._registry().wait_for(self._target._key, exclude=handle,
-                                 timeout=time_left(deadline)).handle
+                                                 timeout=time_left(deadline))
 
-    def _successor_or_revived(self, handle: ActorHandle, deadline: float) -> ActorHandle:
-        """After ``handle`` stopped answering: a different holder once one is registered, or
-        ``handle`` itself if it answers a probe again (a transient outage)."""
+    def _successor_or_revived(self, record: Registration, deadline: float) -> Registration:
+        """After the holder stopped answering: a different holder once one is registered, or
+        the same record if its holder answers a probe again (a transient outage)."""
+        handle = record.handle
         registry = self._target._registry()
         self._target._forget(handle)
         while True:
             slice_s = min(UNAVAILABLE_PROBE_S, time_left(deadline))
             try:
-                return registry.wait_for(self._target._key, exclude=handle,
-                                         timeout=slice_s).handle
+                return registry.wait_for(self._target._key, exclude=handle, timeout=slice_s)
             except NotRegistered:
                 if time_left(deadline) <= slice_s:
                     raise
             try:
                 ray.get(handle.__ray_ready__.remote(), timeout=min(slice_s, time_left(deadline)))
-                return handle
+                return record
             except ActorDiedError:
                 return self._successor(handle, deadline)
             except (ActorUnavailableError, GetTimeoutError):

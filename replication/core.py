@@ -330,9 +330,9 @@ class ReplicaCore:
     def status(self, now_ms: int) -> dict[str, Any]:
         return {
             "region": self.config.region, "epoch": self.epoch, "seq": self.seq,
-            "version_vector": self.state.version_vector(), "keys": self.state.key_count(), "buffer": {"start": self.buffer.start,
-                                             "entries": len(self.buffer.entries),
-                                             "bytes": self.buffer.total_bytes},
+            "version_vector": self.state.version_vector(), "keys": self.state.key_count(),
+            "buffer": {"start": self.buffer.start, "entries": len(self.buffer.entries),
+                       "bytes": self.buffer.total_bytes},
             "rejected": dict(self.rejected), "rejected_by_peers": dict(self.rejected_by_peers),
             "peers": {r: {"epoch": p.epoch, "recv": p.recv, "acked": p.acked,
                           "pending": self.pending(r),

@@ -46,8 +46,11 @@ def bucket_of(part: str, key: Any, bucket_count: int) -> int:
     return _key_hash(part, key) & (bucket_count - 1)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one a call
+
+
 def _entry_hash(part: str, key: Key, encoded: Any) -> int:
-    text = json.dumps([part, key, encoded], separators=(",", ":")).encode()
+    text = _COMPACT.encode([part, key, encoded]).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
@@ -235,12 +238,10 @@ class ReplicaState:
         return merged
 
     def keys(self) -> Iterator[Any]:
-        seen: set[Any] = set()
+        keys: set[Any] = set()
         for crdt in self.parts.values():
-            for key in crdt.keys():
-                if key not in seen:
-                    seen.add(key)
-                    yield key
+            keys.update(crdt.keys())
+        return iter(keys)
 
     # ---------------------------------------------------------------- mutators (deltas)
 

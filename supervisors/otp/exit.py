@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ from herd.platform.errors import ConfigError
 from herd.supervisors.errors import SupervisorError
 
 __all__ = ["KILLED", "NORMAL", "SHUTDOWN", "ExitSignal", "current_signal", "exit",
-           "install_signal", "is_normal"]
+           "install_signal", "is_normal", "reset_child_signal", "use_child_signal"]
 
 NORMAL = "normal"
 SHUTDOWN = "shutdown"
@@ -91,6 +92,10 @@ def _resolve(future: asyncio.Future[str], reason: str) -> None:
 
 
 _current: ExitSignal | None = None
+#: The signal of the lightweight child whose code runs in this context (its tasks set it); it
+#: takes precedence over the process's signal, as many lightweight children share a process.
+_child_signal: contextvars.ContextVar[ExitSignal | None] = contextvars.ContextVar(
+    "herd_child_signal", default=None)
 
 
 def install_signal(signal: ExitSignal) -> None:
@@ -100,8 +105,18 @@ def install_signal(signal: ExitSignal) -> None:
     _current = signal
 
 
+def use_child_signal(signal: ExitSignal | None) -> contextvars.Token[ExitSignal | None]:
+    """Make ``signal`` the one ``exit()`` sets in the current context and the tasks it starts
+    (a lightweight child's calls and loop); reset with ``reset_child_signal(token)``."""
+    return _child_signal.set(signal)
+
+
+def reset_child_signal(token: contextvars.Token[ExitSignal | None]) -> None:
+    _child_signal.reset(token)
+
+
 def current_signal() -> ExitSignal | None:
-    return _current
+    return _child_signal.get() or _current
 
 
 def exit(reason: str = NORMAL) -> None:  # noqa: A001 - the OTP name, used as herd.supervisors.otp.exit
@@ -118,7 +133,7 @@ def exit(reason: str = NORMAL) -> None:  # noqa: A001 - the OTP name, used as he
     if not isinstance(reason, str) or not reason:
         raise ConfigError("an exit reason must be a non-empty string", field="reason",
                           value=reason)
-    signal = _current
+    signal = current_signal()
     if signal is None:
         raise SupervisorError("herd.supervisors.otp.exit() was called outside a supervised child")
     signal.set(reason)

@@ -14,6 +14,10 @@ futures fed by the child's monitor call (``herd.platform.monitor``):
 ``shutdown`` is OTP's shutdown protocol: ``brutal_kill`` kills at once; milliseconds (or
 ``infinity``, bounded by ``INFINITY_GUARD_S``) first call the child's stop method, which runs its
 ``terminate`` hook, and kill it if it has not given its reason in time.
+
+A lightweight child (``kind="lightweight"``) is an incarnation too: ``start_lightweight`` starts
+it on its supervisor's host (``herd.supervisors.lightweight.link``), its handle routes calls to
+the host, its registry holder is the host, and ``shutdown`` goes through the link.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD
 from herd.supervisors.errors import StartChildError
+from herd.supervisors.lightweight.link import HostLink, LightweightStart
 from herd.supervisors.otp.exit import KILLED, SHUTDOWN
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, make_child_class
 from herd.supervisors.otp.spec import ChildSpec
 from herd.supervisors.otp.start_failure import describe, one_line, timed_out
 
 __all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "fail_start",
-           "shutdown", "spawn", "start_worker", "watch"]
+           "shutdown", "spawn", "start_lightweight", "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.otp.lifecycle")
 
@@ -62,6 +67,14 @@ class Incarnation:
     """The exit reason, as soon as the child gives it (its process may still be running)."""
     exited: asyncio.Future[str]
     """The exit reason, once the child's process is gone."""
+    link: HostLink | None = None
+    """Lightweight children: the link to their host."""
+    lightweight: LightweightStart | None = None
+
+    @property
+    def holder(self) -> ActorHandle:
+        """The actor that holds the child's registry name (a lightweight child's host)."""
+        return self.lightweight.handle.host if self.lightweight is not None else self.handle
 
     @property
     def pid(self) -> int | None:
@@ -91,6 +104,20 @@ async def start_worker(spec: ChildSpec) -> Incarnation:
         fail_start(spec.id, exc)
     return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(),
                        spec.start_timeout, {**actor_cls._default_options, **options})
+
+
+async def start_lightweight(link: HostLink, spec: ChildSpec, key: str) -> Incarnation:
+    """Start a lightweight child on ``link``'s host as ``key``; ``StartChildError`` naming the
+    cause (nothing is left on the host) if its class, its constructor or the host fails."""
+    try:
+        started = await link.start(key, spec)
+    except asyncio.TimeoutError:
+        raise StartChildError(f"child {spec.id!r} did not start within "
+                              f"{spec.start_timeout:.1f} s on its host") from None
+    except Exception as exc:
+        fail_start(spec.id, exc)
+    return Incarnation(handle=started.handle, info=started.info, reported=started.reported,
+                       exited=started.exited, link=link, lightweight=started)
 
 
 async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any, timeout_s: float,
@@ -157,6 +184,8 @@ async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
 async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUTDOWN) -> str:
     """Stop a child per ``spec.shutdown`` and return its exit reason once its process is gone
     (``reason`` when it stopped in time, ``"killed"`` when it had to be killed)."""
+    if incarnation.link is not None and incarnation.lightweight is not None:
+        return await incarnation.link.stop(incarnation.lightweight, spec, reason)
     if not incarnation.reported.done():
         if spec.shutdown != "brutal_kill":
             spawn(_drain(getattr(incarnation.handle, STOP_METHOD).remote(reason)))

@@ -32,6 +32,7 @@ from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.supervisors.errors import StartChildError, SupervisorStopped
+from herd.supervisors.lightweight.link import HostLink
 from herd.supervisors.otp.core import Child, Stop, SupervisorCore
 from herd.supervisors.otp.exit import SHUTDOWN, ExitSignal
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, ready_info
@@ -43,6 +44,7 @@ from herd.supervisors.otp.lifecycle import (
     fail_start,
     shutdown,
     spawn,
+    start_lightweight,
     start_worker,
 )
 from herd.supervisors.otp.naming import ChildNames
@@ -79,6 +81,12 @@ class _RayRunner:
 
     def __init__(self, owner: SupervisorServer) -> None:
         self.owner = owner
+        self.link: HostLink | None = None
+        """The host of the lightweight children (created with the first one)."""
+        self.named_on: dict[str, Any] = {}
+        """Lightweight child id -> the host holding its registry name. A lightweight child that
+        crashed and is restarted on the same host keeps its name (and callers' cached lookups):
+        calls arriving meanwhile wait on the host for the new incarnation."""
 
     async def start(self, spec: ChildSpec) -> Incarnation:
         try:
@@ -87,21 +95,43 @@ class _RayRunner:
             raise
         except Exception as exc:  # OTP catches whatever the start function throws
             fail_start(spec.id, exc)
-        try:
-            await self.owner.names.register(spec.id, incarnation.handle, incarnation.info)
-        except (HerdError, ray.exceptions.RayError) as exc:
-            await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
-            raise StartChildError(f"child {spec.id!r} could not be registered: {exc}") from None
+        if self.named_on.get(spec.id) is not incarnation.holder:
+            try:
+                await self.owner.names.register(spec.id, incarnation.holder, incarnation.info)
+            except (HerdError, ray.exceptions.RayError) as exc:
+                await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
+                raise StartChildError(f"child {spec.id!r} could not be registered: "
+                                      f"{exc}") from None
+            if incarnation.lightweight is not None:
+                self.named_on[spec.id] = incarnation.holder
         incarnation.exited.add_done_callback(
             lambda done: self.owner.post_exit(spec.id, incarnation, done.result()))
         return incarnation
 
     async def stop(self, spec: ChildSpec, running: Incarnation) -> str:
         reason = await shutdown(running, spec)
-        await self.owner.names.unregister(spec.id, running.handle)
+        await self.unregister(spec.id, running)
         return reason
 
+    async def unregister(self, child_id: str, running: Incarnation) -> None:
+        if running.lightweight is not None:
+            if self.named_on.get(child_id) is not running.holder:
+                return
+            del self.named_on[child_id]
+        await self.owner.names.unregister(child_id, running.holder)
+
+    def close(self) -> None:
+        """The supervisor stopped: end the host of its lightweight children."""
+        if self.link is not None:
+            self.link.close()
+
     async def _create(self, spec: ChildSpec) -> Incarnation:
+        if spec.kind == "lightweight":
+            if self.link is None:
+                config = (self.owner.spec.lightweight if self.owner.spec is not None
+                          else SupervisorSpec().lightweight)
+                self.link = HostLink(self.owner.name, config)
+            return await start_lightweight(self.link, spec, self.owner.names.key(spec.id))
         if spec.supervisor is None:
             return await start_worker(spec)
         handle = SupervisorActor.options(**child_options(spec)).remote(
@@ -122,6 +152,7 @@ class SupervisorServer:
         """Why it stopped, for people: the exit reason and what happened."""
         self.mailbox = asyncio.Lock()
         self.core: SupervisorCore[Incarnation] | None = None
+        self.runner = _RayRunner(self)
         self.names = ChildNames(name, None)
         self._spec: SupervisorSpec | None = None
         self._saved_ids: tuple[str, ...] | None = None
@@ -157,7 +188,7 @@ class SupervisorServer:
         self.names = ChildNames(self.name, spec.registry)
         if rebooting:
             await self.names.clear(c.id for c in spec.children)
-        self.core = SupervisorCore(self.name, spec, _RayRunner(self))
+        self.core = SupervisorCore(self.name, spec, self.runner)
         self._spec = spec
         await self.core.init(spec.children)
         self._save()
@@ -211,8 +242,32 @@ class SupervisorServer:
         spawn(self._child_exited(child_id, incarnation, reason))
 
     async def _child_exited(self, child_id: str, incarnation: Incarnation, reason: str) -> None:
+        if incarnation.lightweight is not None:
+            await self._operate(
+                lambda core: self._lightweight_exited(core, child_id, incarnation, reason),
+                internal=True)
+            return
         await self.names.unregister(child_id, incarnation.handle)
         await self._operate(lambda core: core.child_exited(incarnation, reason), internal=True)
+
+    async def _lightweight_exited(self, core: SupervisorCore[Incarnation], child_id: str,
+                                  incarnation: Incarnation, reason: str) -> Stop | None:
+        """Like an actor child's exit, except that its name stays registered while it is
+        restarted on the same host (one registry write fewer on the restart path)."""
+        if incarnation.link is None or not incarnation.link.alive:
+            await self.runner.unregister(child_id, incarnation)
+        outcome = await core.child_exited(incarnation, reason)
+        child = next((c for c in core.children if c.id == child_id), None)
+        if child is None or child.running is None:
+            await self.runner.unregister(child_id, incarnation)
+        return outcome
+
+    async def lightweight_status(self) -> dict[str, Any]:
+        """The host of this supervisor's lightweight children: per child calls and estimated
+        memory, loop lag, RSS (``{"host": None}`` before the first lightweight child)."""
+        if self.runner.link is None:
+            return {"host": None, "last_failure": None}
+        return await self.runner.link.status()
 
     async def _try_again(self, child_id: str) -> None:
         await self._operate(lambda core: core.try_again(child_id), internal=True)
@@ -242,6 +297,7 @@ class SupervisorServer:
         self._log.info("supervisor_exit", reason=reason, why=self.stopped)
         if self.core is not None:
             await self.core.terminate_all()
+        self.runner.close()
         if self.durable:
             kv.put(stopped_key(self.name), self.stopped.encode())
             kv.delete(spec_key(self.name))
@@ -255,6 +311,10 @@ class SupervisorServer:
         ray.get_runtime_context().current_actor.exit_process.remote()
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def spec(self) -> SupervisorSpec | None:
+        return self._spec
+
     def _stopped_error(self) -> SupervisorStopped:
         return SupervisorStopped(f"supervisor {self.name!r} has stopped: {self.stopped}")
 

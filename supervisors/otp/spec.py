@@ -30,8 +30,10 @@ from herd.supervisors.otp.classes import ShippedClass, resolve_actor
 __all__ = [
     "INFINITY_GUARD_S",
     "AutoShutdown",
+    "ChildKind",
     "ChildSpec",
     "ChildType",
+    "LightweightHosts",
     "Restart",
     "Shutdown",
     "Strategy",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 Restart = Literal["permanent", "transient", "temporary"]
+ChildKind = Literal["actor", "lightweight"]
 ChildType = Literal["worker", "supervisor"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 AutoShutdown = Literal["never", "any_significant", "all_significant"]
@@ -119,6 +122,12 @@ class ChildSpec(_Spec):
     start_timeout: float = Field(default=DEFAULT_START_TIMEOUT_S, gt=0)
     """Seconds a worker may take to be placed and constructed before its start fails (Ray
     leaves an actor that no node can host pending forever)."""
+    kind: ChildKind = "actor"
+    """``"actor"``: the child is a Ray actor (a process). ``"lightweight"``: an object and its
+    asyncio tasks inside its supervisor's host actor (``herd.supervisors.lightweight``)."""
+    crash_on_error: bool = True
+    """Lightweight children: a method that raises crashes the child (as a GenServer does); the
+    caller gets the error either way."""
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +189,14 @@ class ChildSpec(_Spec):
 
     @model_validator(mode="after")
     def _check_kind(self) -> ChildSpec:
+        if self.kind == "lightweight":
+            if self.type != "worker":
+                raise field_error(("kind",), self.kind,
+                                  "a supervisor child cannot be lightweight")
+            for option in sorted(self.options):
+                raise field_error(("options", option), self.options[option],
+                                  "a lightweight child runs inside its host actor's process; "
+                                  "Ray actor options do not apply to it")
         if self.type == "worker":
             if self.actor is None:
                 raise field_error(("actor",), None, "a worker child needs an actor class")
@@ -215,6 +232,18 @@ class ChildSpec(_Spec):
         return self.shutdown / 1000.0
 
 
+class LightweightHosts(_Spec):
+    """How a supervisor hosts its lightweight children (one host actor per supervisor)."""
+
+    max_children_per_host: int = Field(default=10_000, gt=0)
+    lag_threshold_s: float = Field(default=1.0, gt=0)
+    """Event-loop lag that counts as a child blocking the loop: the host is restarted."""
+    kill_grace_s: float = Field(default=1.0, gt=0)
+    """How long a cancelled child may take to end before its host is restarted instead."""
+    node_id: str | None = None
+    """Node of the host actor; None: the supervisor's node."""
+
+
 class SupervisorSpec(_Spec):
     """A supervisor's flags and its initial children (OTP ``sup_flags()`` + child specs)."""
 
@@ -227,6 +256,7 @@ class SupervisorSpec(_Spec):
     children: list[ChildSpec] = Field(default_factory=list)
     registry: str | None = "default"
     """Registry in which children are named ``<supervisor>/<id>``; ``None`` names nothing."""
+    lightweight: LightweightHosts = Field(default_factory=LightweightHosts)
 
     @field_validator("max_restarts", mode="before")
     @classmethod

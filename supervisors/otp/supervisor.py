@@ -37,6 +37,7 @@ from herd.supervisors.otp.server import SupervisorActor, root_actor_name, stoppe
 from herd.supervisors.otp.spec import (
     AutoShutdown,
     ChildSpec,
+    LightweightHosts,
     Strategy,
     SupervisorSpec,
     validate_name,
@@ -68,7 +69,8 @@ class Supervisor:
     def start(cls, name: str, children: Iterable[ChildSpec | Mapping[str, Any]] = (), *,
               strategy: Strategy = "one_for_one", max_restarts: int = 3,
               max_seconds: float = 5.0, auto_shutdown: AutoShutdown = "never",
-              registry: str | None = "default", timeout: float | None = None) -> Supervisor:
+              registry: str | None = "default", timeout: float | None = None,
+              lightweight: LightweightHosts | Mapping[str, Any] | None = None) -> Supervisor:
         """Start a root supervisor named ``name`` and its children, in order.
 
         Raises ``ConfigError`` for an invalid spec, ``SupervisorError`` if a supervisor of that
@@ -79,7 +81,8 @@ class Supervisor:
         validate_name(name, "supervisor name")
         spec = SupervisorSpec(strategy=strategy, max_restarts=max_restarts,
                               max_seconds=max_seconds, auto_shutdown=auto_shutdown,
-                              children=list(children), registry=registry)
+                              children=list(children), registry=registry,
+                              **({"lightweight": lightweight} if lightweight is not None else {}))
         actor_name = root_actor_name(name)
         if get_named(actor_name) is not None:
             raise SupervisorError(f"a supervisor named {name!r} is already running")
@@ -173,6 +176,11 @@ class Supervisor:
         of ``herd.platform.monitor``). When this returns, the call has reached the supervisor,
         so it will see the reason even if the supervisor stops right away."""
         return watch_child(self.handle, timeout=timeout, what=f"supervisor {self.name!r}")
+
+    def lightweight_status(self, timeout: float | None = None) -> dict[str, Any]:
+        """The host of the lightweight children: per child calls and estimated memory
+        (``by_child``), loop lag, RSS, and why the last host failed (``last_failure``)."""
+        return self._call("lightweight_status", timeout=timeout)
 
     def render_tree(self, timeout: float | None = None) -> str:
         """The whole supervision tree below this supervisor, as indented text."""
