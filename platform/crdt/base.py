@@ -50,10 +50,15 @@ def key_order(key: Key) -> tuple[bool, Key]:
     return isinstance(key, str), key
 
 
+# one encoder each: json.dumps with options builds a new encoder on every call (hot here)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def canonical(value: Any, field: str = "value") -> str:
     """Canonical JSON text of ``value``; ConfigError when it is not a JSON value."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"must be a JSON value ({exc})", source=SOURCE, field=field,
                           value=value) from exc
@@ -98,7 +103,7 @@ def check_dot(data: Any, field: str) -> Dot:
 
 
 def _json_bytes(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    return _COMPACT.encode(data).encode()
 
 
 # ------------------------------------------------------------------------------ base class

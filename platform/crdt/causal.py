@@ -20,7 +20,6 @@ from herd.platform.crdt.base import (
     check_list,
     check_mapping,
     check_replica,
-    join_counts,
     key_order,
     require,
 )
@@ -79,11 +78,33 @@ class CausalContext:
         return sum(self._vv.values()) + len(self._cloud)
 
     def merge(self, other: CausalContext) -> CausalContext:
-        """Union with ``other`` in place; returns ``self``."""
-        join_counts(self._vv, other._vv)
-        if other._cloud:
-            self._cloud |= other._cloud
-        self._compact()
+        """Union with ``other`` in place; returns ``self``. O(size of ``other``) while this
+        context's vector only grows through ``other``'s cloud (joining many small deltas into
+        a large context); a full compaction, O(cloud), when ``other``'s vector jumps ahead of
+        it with a cloud here."""
+        vv, cloud = self._vv, self._cloud
+        jumped = False
+        for replica, count in other._vv.items():
+            if count > vv.get(replica, 0):
+                vv[replica] = count
+                jumped = True
+        if jumped and cloud:
+            cloud |= other._cloud
+            self._compact()
+            return self
+        for dot in other._cloud:
+            replica, n = dot
+            top = vv.get(replica, 0)
+            if n <= top or dot in cloud:
+                continue
+            if n > top + 1:
+                cloud.add(dot)
+                continue
+            # extends the prefix: so may the cloud dots right after it
+            while (replica, n + 1) in cloud:
+                n += 1
+                cloud.remove((replica, n))
+            vv[replica] = n
         return self
 
     def copy(self) -> CausalContext:

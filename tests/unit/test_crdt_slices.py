@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herd.platform.crdt import AWLWWMap, ORMap, ORSet, load
+from herd.platform.crdt import AWLWWMap, CausalContext, ORMap, ORSet, load
 from herd.platform.errors import ConfigError
 
 KEYS = [f"k{n}" for n in range(12)] + [1, 2]
@@ -157,3 +158,28 @@ def test_changed_keys_match_a_diff_of_states() -> None:
 def test_merge_slice_rejects_another_type(build: Any) -> None:
     with pytest.raises(ConfigError):
         build("a", []).merge_slice(ORMap("MVRegister"), [])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 30)), max_size=12),
+                max_size=8))
+def test_context_merge_is_the_union_in_canonical_form(groups: list[list[tuple[str, int]]]
+                                                      ) -> None:
+    joined = CausalContext()
+    seen: set[tuple[str, int]] = set()
+    for group in groups:
+        joined.merge(CausalContext.of_dots(group))
+        seen |= set(group)
+        assert joined == CausalContext.of_dots(seen)
+        assert joined.to_dict() == CausalContext.of_dots(seen).to_dict()
+
+
+def test_context_merge_of_many_small_deltas_is_linear() -> None:
+    """Joining 20k one-dot contexts into one with a large cloud stays fast (it re-sorted the
+    whole cloud on every merge)."""
+    ctx = CausalContext.of_dots(("s", 2 * n) for n in range(1, 20_001))
+    started = time.perf_counter()
+    for n in range(1, 20_001):
+        ctx.merge(CausalContext.of_dots([("a", n), ("s", 4 * n)]))
+    assert time.perf_counter() - started < 5.0
+    assert ctx.to_dict()["vv"] == {"a": 20_000}

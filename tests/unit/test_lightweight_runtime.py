@@ -61,12 +61,16 @@ class Looper:
 
 
 class Stubborn:
+    """Swallows the cancellations of stop (graceful, then forced); gives in to the third, so
+    that the test's event loop can close."""
+
     async def run(self) -> None:
-        while True:
+        for _ in range(2):
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
-                continue  # swallows cancellation
+                continue
+        await asyncio.sleep(10)
 
 
 class Broken:
