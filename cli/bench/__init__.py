@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from herd.cli.bench import crdt, failover, membership, registry, replication, restart, spawn
+from herd.cli.bench import (
+    crdt,
+    failover,
+    lightweight,
+    membership,
+    registry,
+    replication,
+    restart,
+    spawn,
+)
 from herd.cli.bench.report import BenchReport
 from herd.platform.errors import ConfigError
 
@@ -28,6 +37,9 @@ BENCHMARKS: dict[str, tuple[BenchRun, str]] = {
     "replication": (replication.run,
                     "convergence p50/p99 across federated clusters with 50 ms delay, local write "
                     "throughput, reconciliation bytes vs full state"),
+    "lightweight": (lightweight.run,
+                    "spawn rate / memory per idle child and restart latency: lightweight vs "
+                    "actor children"),
     "crdt": (crdt.run,
              "ORSet / AWLWWMap merge of 100k elements vs plain set/dict; delta vs full size"),
 }

@@ -28,7 +28,13 @@ from herd.registry import Registry
 from herd.supervisors.dynamic.spec import DynamicSupervisorOptions, check_child_spec
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 from herd.supervisors.errors import SupervisorError, SupervisorStopped
-from herd.supervisors.otp.spec import AutoShutdown, ChildSpec, Strategy, validate_name
+from herd.supervisors.otp.spec import (
+    AutoShutdown,
+    ChildSpec,
+    LightweightHosts,
+    Strategy,
+    validate_name,
+)
 from herd.supervisors.otp.supervisor import Supervisor
 
 log = get_logger("herd.app")
@@ -60,6 +66,8 @@ class StaticSupervisorEntry(BaseModel):
     max_seconds: float = Field(default=5.0, gt=0)
     auto_shutdown: AutoShutdown = "never"
     registry: str | None = "default"
+    lightweight: LightweightHosts = Field(default_factory=LightweightHosts)
+    """The host of its ``kind: lightweight`` children (``max_children_per_host``...)."""
     children: list[ChildSpec] = Field(default_factory=list)
 
 
@@ -174,7 +182,8 @@ def _start_supervisor(sup: StaticSupervisorEntry | DynamicSupervisorEntry) -> No
     if isinstance(sup, StaticSupervisorEntry):
         Supervisor.start(sup.name, sup.children, strategy=sup.strategy,
                          max_restarts=sup.max_restarts, max_seconds=sup.max_seconds,
-                         auto_shutdown=sup.auto_shutdown, registry=sup.registry)
+                         auto_shutdown=sup.auto_shutdown, registry=sup.registry,
+                         lightweight=sup.lightweight)
         return
     options = sup.model_dump(include=set(DynamicSupervisorOptions.model_fields))
     dynamic = DynamicSupervisor.start(sup.name, **options)

@@ -107,6 +107,10 @@ def check_child_spec(spec: ChildSpec | dict[str, Any]) -> ChildSpec:
     if child.significant:
         raise ConfigError("dynamic supervisors have no significant children",
                           field="significant", value=True)
+    if child.kind != "actor":
+        raise ConfigError("dynamic supervisors start actor children only (lightweight children "
+                          "run under a static Supervisor for now)", field="kind",
+                          value=child.kind)
     requirements_of(child)
     return child
 

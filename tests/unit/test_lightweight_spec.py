@@ -9,6 +9,7 @@ import time
 import pytest
 
 from herd.platform.errors import ConfigError
+from herd.supervisors.apps.app import AppSpec
 from herd.supervisors.lightweight.handle import ROUTE_METHOD, route_meta
 from herd.supervisors.lightweight.memory import estimate_bytes
 from herd.supervisors.lightweight.runtime import HostRuntime
@@ -101,3 +102,25 @@ def test_watchdog_names_the_child_blocking_the_loop() -> None:
     assert done.wait(2.0)
     lag, key = tripped[0]
     assert key == "bad" and lag > 0.2
+
+
+def test_yaml_apps_take_the_kind_and_the_host_settings() -> None:
+    app = {"name": "app", "supervisors": [
+        {"kind": "static", "name": "pipeline", "lightweight": {"max_children_per_host": 100},
+         "children": [{"id": "light", "actor": "collections:Counter", "kind": "lightweight"},
+                      {"id": "heavy", "actor": "collections:Counter"}]}]}
+    spec = AppSpec.from_dict(app)
+    static = spec.supervisors[0]
+    assert [c.kind for c in static.children] == ["lightweight", "actor"]
+    assert static.lightweight.max_children_per_host == 100  # type: ignore[union-attr]
+    app["supervisors"][0]["children"][0]["options"] = {"num_cpus": 1}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"supervisors\[0\]\.children\[0\]\.options\.num_cpus"):
+        AppSpec.from_dict(app)
+
+
+def test_dynamic_supervisors_refuse_lightweight_children_for_now() -> None:
+    app = {"name": "app", "supervisors": [
+        {"kind": "dynamic", "name": "workers",
+         "children": [{"id": "light", "actor": "collections:Counter", "kind": "lightweight"}]}]}
+    with pytest.raises(ConfigError, match=r"supervisors\[0\]\.children\[0\]\.kind"):
+        AppSpec.from_dict(app)
