@@ -83,6 +83,8 @@ class DelayProxy:
                 self.stats.failed_connects += 1
                 log.warning("delay_proxy_connect_failed", target=self.target, error=str(exc))
                 client_writer.close()
+                with contextlib.suppress(OSError):
+                    await client_writer.wait_closed()
                 return
             self.stats.connections += 1
             await asyncio.gather(self._pipe(client_reader, server_writer),

@@ -49,6 +49,14 @@ def run_ip(argv: list[str], netns: NetNamespace | None = None) -> None:
         raise ClusterError(f"{' '.join(command)} failed: {result.stderr.strip()}")
 
 
+def close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    """Close the pipes this process kept to ``proc`` (else they leak until garbage collection)."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
 class NetNamespace:
     """A network namespace held open by a child process; loopback is up."""
 
@@ -88,6 +96,7 @@ class NetNamespace:
             except subprocess.TimeoutExpired:
                 self.holder.kill()
                 self.holder.wait(timeout=5)
+        close_pipes(self.holder)
 
     def _ns_link(self) -> str | None:
         try:
@@ -197,6 +206,7 @@ class RegionTopology:
                 log.warning("topology_process_killed", pid=proc.pid)
                 proc.kill()
                 proc.wait(timeout=5)
+            close_pipes(proc)
         self.processes.clear()
         for netns in self.namespaces.values():
             netns.close()

@@ -177,7 +177,15 @@ def test_failed_calls_are_missing_votes_never_votes(cluster: LocalCluster,
 
     dead = Member.remote()
     rpc.get(dead.vote.remote(), timeout=TIMEOUT_S)
-    ray.kill(dead)
+    ray.kill(dead)  # asynchronous: wait until the actor is really gone, or it may still vote
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            ray.get(dead.__ray_ready__.remote(), timeout=TIMEOUT_S)
+        except ray.exceptions.RayActorError:
+            break
+        assert time.monotonic() < deadline, "the killed actor kept answering"
+        time.sleep(0.05)
     decision = make_decision(members[:2] + [dead], "vote", TIMEOUT_S)
     assert decision.count == 2 and dead in decision.missing and dead not in decision.votes
     with pytest.raises(QuorumNotAchieved) as unanimous:  # needs the dead one: awaited, failed

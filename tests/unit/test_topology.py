@@ -187,6 +187,7 @@ def test_delay_proxy_counts_a_refused_target() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not hung
         writer.close()
+        await writer.wait_closed()
         await proxy.close()
         return proxy.stats.failed_connects
 
