@@ -19,6 +19,7 @@ import types
 import uuid
 from typing import Any
 
+import otp_probe
 import pytest
 import ray
 from ray import cloudpickle
@@ -30,38 +31,12 @@ from herd.registry import via
 from herd.supervisors import ChildSpec, Supervisor, exit
 from herd.supervisors.errors import StartChildError, SupervisorStopped
 
+Probe = otp_probe.Probe
 WAIT_S = 30.0
 KINDS = ["actor", "lightweight"]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@ray.remote(num_cpus=0)
-class Probe:
-    """What children did (starts, terminate hooks), and start failures to inject."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.failures: dict[str, int] = {}
-
-    def reset(self) -> None:
-        self.events.clear()
-        self.failures.clear()
-
-    def record(self, *event: Any) -> None:
-        self.events.append(event)
-
-    def seen(self) -> list[tuple[Any, ...]]:
-        return list(self.events)
-
-    def fail_next_starts(self, key: str, count: int) -> None:
-        self.failures[key] = count
-
-    def take_failure(self, key: str) -> bool:
-        left = self.failures.get(key, 0)
-        if left > 0:
-            self.failures[key] = left - 1
-        return left > 0
+cloudpickle.register_pickle_by_value(otp_probe)
 
 
 class Worker:

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+import otp_probe
 import pytest
 import ray
 from ray import cloudpickle
@@ -30,38 +31,12 @@ from herd.supervisors import (
 from herd.supervisors.errors import ChildNotFound, StartChildError, SupervisorStopped
 from herd.supervisors.otp.harness import watch_child
 
+Probe = otp_probe.Probe
 WAIT_S = 30.0
 
 # Workers cannot import this test module: ship its classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@ray.remote(num_cpus=0)
-class Probe:
-    """Shared notebook of the test: what children did, and start failures to inject."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.failures: dict[str, int] = {}
-
-    def reset(self) -> None:
-        self.events.clear()
-        self.failures.clear()
-
-    def record(self, *event: Any) -> None:
-        self.events.append(event)
-
-    def seen(self) -> list[tuple[Any, ...]]:
-        return list(self.events)
-
-    def fail_next_starts(self, key: str, count: int) -> None:
-        self.failures[key] = count
-
-    def take_failure(self, key: str) -> bool:
-        left = self.failures.get(key, 0)
-        if left > 0:
-            self.failures[key] = left - 1
-        return left > 0
+cloudpickle.register_pickle_by_value(otp_probe)
 
 
 class Worker:
