@@ -70,7 +70,7 @@ class Replica:
         self.watched = False  # set by the first watcher: only then are changes computed
         self.sync: PeerSync | None = None
         log.info("replica_started", store=s.name, region=region, epoch=epoch,
-                 restored=snapshot is not None or bool(records), keys=len(self.core.state.items()))
+                 restored=snapshot is not None or bool(records), keys=self.core.state.key_count())
 
     def _durability(self) -> Durability:
         s = self.settings
@@ -247,7 +247,7 @@ class Replica:
         status["durability"] = self.settings.durability
         status["node_id"] = ray.get_runtime_context().get_node_id()
         status["pid"] = os.getpid()
-        status["keys"] = len(self.core.state.items())
+        status["keys"] = self.core.state.key_count()
         return status
 
     async def terminate(self, reason: str) -> None:
