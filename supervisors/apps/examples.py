@@ -9,6 +9,8 @@ from typing import Any
 
 import ray
 
+from herd.platform.logging import get_logger
+
 
 def _where() -> dict[str, Any]:
     context = ray.get_runtime_context()
@@ -49,7 +51,5 @@ class Reporter(Counter):
     """A Counter that also logs through structlog when it stops (OTP's terminate hook)."""
 
     def terminate(self, reason: str) -> None:
-        from herd.platform.logging import get_logger
-
         get_logger("herd.examples").info("reporter_terminating", reason=reason,
                                          count=self.count)
