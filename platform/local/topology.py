@@ -38,6 +38,7 @@ GATEWAY_PORT = 7070
 PROXY_PORT = 7071
 CONTROL_PORT = 7072
 STOP_TIMEOUT_S = 20.0
+STRAGGLER_WAIT_S = 10.0
 MAX_REGIONS = 60
 
 
@@ -47,6 +48,17 @@ def run_ip(argv: list[str], netns: NetNamespace | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=10)
     if result.returncode != 0:
         raise ClusterError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+
+
+def processes_in_netns(link: str) -> list[int]:
+    """Pids of the processes whose network namespace is ``link`` (``net:[inode]``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/ns/net") == link:
+                    pids.append(int(entry))
+    return pids
 
 
 def close_pipes(proc: subprocess.Popen[bytes]) -> None:
@@ -86,7 +98,11 @@ class NetNamespace:
         return ["nsenter", f"--net={self.path}", "--", *argv]
 
     def close(self) -> None:
-        """Let the holder exit; the namespace goes once nothing else runs inside it."""
+        """Kill what still runs inside the namespace, then let the holder exit: the namespace,
+        its devices and the peer ends of its veth links go with the last process in it."""
+        link = self._ns_link()
+        if link is not None:
+            self._kill_stragglers(link)
         if self.holder.poll() is None:
             with contextlib.suppress(OSError):
                 if self.holder.stdin is not None:
@@ -97,6 +113,22 @@ class NetNamespace:
                 self.holder.kill()
                 self.holder.wait(timeout=5)
         close_pipes(self.holder)
+
+    def _kill_stragglers(self, link: str) -> None:
+        """SIGKILL every process but the holder still in this namespace (a process a runner left
+        behind), and wait, bounded, until they are gone."""
+        deadline = time.monotonic() + STRAGGLER_WAIT_S
+        while True:
+            pids = [pid for pid in processes_in_netns(link) if pid != self.holder.pid]
+            if not pids:
+                return
+            log.warning("netns_straggler_killed", netns=self.name, pids=pids)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise ClusterError(f"processes {pids} outlived network namespace {self.name!r}")
+            time.sleep(0.1)
 
     def _ns_link(self) -> str | None:
         try:
@@ -211,9 +243,24 @@ class RegionTopology:
         for netns in self.namespaces.values():
             netns.close()
         self.namespaces.clear()
+        self._wait_devices_gone([link.dev_a for link in self.hub_links.values()])
         self.hub_links.clear()
         self.mesh_links.clear()
         self.started = False
+
+    @staticmethod
+    def _wait_devices_gone(devices: list[str]) -> None:
+        """The hub ends of the links vanish with their namespaces; wait for it (bounded), then
+        delete any that remain, so the next topology starts from loopback alone."""
+        deadline = time.monotonic() + STRAGGLER_WAIT_S
+        while time.monotonic() < deadline:
+            present = {name for _, name in socket.if_nameindex()}
+            if not present & set(devices):
+                return
+            time.sleep(0.05)
+        for device in devices:
+            with contextlib.suppress(ClusterError):
+                run_ip(["link", "del", device])
 
     def __enter__(self) -> RegionTopology:
         return self if self.started else self.start()
