@@ -63,8 +63,10 @@ class DelayProxy:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their finally closes the sockets
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -75,6 +77,7 @@ class DelayProxy:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        writers = [client_writer]
         try:
             try:
                 server_reader, server_writer = await asyncio.wait_for(
@@ -82,14 +85,17 @@ class DelayProxy:
             except (OSError, asyncio.TimeoutError) as exc:
                 self.stats.failed_connects += 1
                 log.warning("delay_proxy_connect_failed", target=self.target, error=str(exc))
-                client_writer.close()
-                with contextlib.suppress(OSError):
-                    await client_writer.wait_closed()
                 return
+            writers.append(server_writer)
             self.stats.connections += 1
             await asyncio.gather(self._pipe(client_reader, server_writer),
                                  self._pipe(server_reader, client_writer))
         finally:
+            for writer in writers:
+                writer.close()
+            for writer in writers:
+                with contextlib.suppress(OSError, asyncio.CancelledError):
+                    await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
 
