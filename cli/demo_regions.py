@@ -69,7 +69,7 @@ def run_regions_demo(echo: Echo, delay_ms: float = 25.0, partition_s: float = 5.
         show_sides(fed, echo)
         peer = wait_for_send_failure(east, west_name, since=cut_wall)
         echo(f"  us-east's gateway cannot reach us-west: {peer['failed']} failed sends, last "
-             f"error: {(peer['last_error'] or '-')[:70]}")
+             f"error: {short_error(peer['last_error'])}")
         time.sleep(max(0.0, partition_s - (time.monotonic() - cut_at)))
 
         echo("healing the link")
@@ -124,3 +124,11 @@ def wait_converged(fed: FederatedRegions, echo: Echo, what: str) -> float:
                                                                             strict=True))
             echo(f"  ... {now - started:.1f} s after the {what}: {sizes}")
         time.sleep(0.02)
+
+
+def short_error(error: str | None, limit: int = 90) -> str:
+    """The first clause of a peer's last error, cut at a word boundary."""
+    if not error:
+        return "-"
+    first = error.split(" [")[0].split(" ssl:")[0]
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " ..."
