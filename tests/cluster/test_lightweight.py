@@ -29,7 +29,7 @@ from herd.platform.control_plane import get_named
 from herd.platform.waiting import wait_until
 from herd.registry import via
 from herd.supervisors import ChildSpec, Supervisor, exit
-from herd.supervisors.errors import StartChildError, SupervisorStopped
+from herd.supervisors.errors import StartChildError
 
 Probe = otp_probe.Probe
 WAIT_S = 30.0
@@ -97,29 +97,6 @@ class Napper:
 class Broken:
     def __init__(self) -> None:
         raise ValueError("nope")
-
-
-@pytest.fixture(scope="module")
-def shared_probe(cluster: Any) -> Any:
-    handle = Probe.remote()
-    yield handle
-    ray.kill(handle)
-
-
-@pytest.fixture
-def probe(shared_probe: Any) -> Any:
-    rpc.get(shared_probe.reset.remote())
-    return shared_probe
-
-
-@pytest.fixture
-def sups() -> Any:
-    started: list[Supervisor] = []
-    yield started
-    for sup in started:
-        if get_named(f"herd/sup/{sup.name}") is not None:
-            with contextlib.suppress(SupervisorStopped):
-                sup.stop(timeout=WAIT_S)
 
 
 def worker(probe: Any, tag: str, kind: str, **kw: Any) -> ChildSpec:

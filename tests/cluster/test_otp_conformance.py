@@ -64,30 +64,6 @@ class Worker:
         rpc.get(self.probe.record.remote("terminate", self.tag, reason), timeout=10)
 
 
-@pytest.fixture(scope="module")
-def shared_probe(cluster: Any) -> Any:
-    handle = Probe.remote()
-    yield handle
-    ray.kill(handle)
-
-
-@pytest.fixture
-def probe(shared_probe: Any) -> Any:
-    rpc.get(shared_probe.reset.remote())
-    return shared_probe
-
-
-@pytest.fixture
-def sups() -> Any:
-    """Supervisors a test starts; any still running at the end are stopped."""
-    started: list[Supervisor] = []
-    yield started
-    for sup in started:
-        if get_named(f"herd/sup/{sup.name}") is not None:
-            with contextlib.suppress(SupervisorStopped):  # it was stopping on its own
-                sup.stop(timeout=WAIT_S)
-
-
 def worker(probe: Any, tag: str, hook_sleep_s: float = 0.0, **kw: Any) -> ChildSpec:
     kw.setdefault("shutdown", 1000)
     return ChildSpec(id=tag, actor=Worker, args=(probe, tag, hook_sleep_s), **kw)
