@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-LAYERS = ("platform", "registry", "supervisors", "replication", "cli")
+LAYERS = ("platform", "registry", "supervisors", "replication", "chaos", "cli")
 MAX_LINES = 400
 # a whole string constant naming a module of a layer, optionally with ":attribute" (logger
 # names such as "herd.dynamic" name no layer and are not import paths)
