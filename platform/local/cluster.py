@@ -27,6 +27,8 @@ from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec
 from herd.platform.connection import LOOPBACK, ClusterInfo, connect
 from herd.platform.errors import ClusterError, ConfigError
 from herd.platform.local import processes
+from herd.platform.local.head import HEAD_RESTART_TIMEOUT_S, HeadProcess, driver_namespace
+from herd.platform.local.isolation import NodeNetwork, required
 from herd.platform.local.launch import NodeLauncher, free_port
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
@@ -58,14 +60,16 @@ class LocalCluster:
     ``regions`` are assigned round-robin to the nodes (head first); each node gets the labels
     ``region``/``zone`` and a ``region:<name>`` custom resource as a fallback selector.
     Token authentication is on unless ``auth="disabled"``; the token lives in the run
-    directory with mode 0600.
+    directory with mode 0600. GCS fault tolerance is on unless ``gcs_fault_tolerance=False``
+    (RocksDB storage in the run dir, head in its own PID namespace: :meth:`restart_head`).
     """
 
     def __init__(self, nodes: int = 3, regions: list[str] | None = None,
                  health_check: HealthCheckConfig | dict[str, int] | None = None,
                  auth: str = "token", num_cpus: float = 1.0, run_dir: str | Path | None = None,
                  include_dashboard: bool = False, extra_env: dict[str, str] | None = None,
-                 start: bool = True, owned: bool = True) -> None:
+                 start: bool = True, owned: bool = True,
+                 gcs_fault_tolerance: bool = True, isolated_nodes: bool = False) -> None:
         if nodes < 1:
             raise ClusterError(f"a cluster needs at least one node, got nodes={nodes}")
         if auth not in ("token", "disabled"):
@@ -86,9 +90,11 @@ class LocalCluster:
         # Ray's unix sockets live under its temp dir and must stay under ~107 characters,
         # so the temp dirs are short paths of their own, whatever the run dir is.
         ray_tmp = Path(f"/tmp/herd/r-{secrets.token_hex(4)}")
+        self.network = NodeNetwork().start() if isolated_nodes else None  # see partition()
         self.launcher = NodeLauncher(self.run_dir, ray_tmp, self.env(),
                                      self.token_path if auth == "token" else None,
-                                     on_change=self.save_state)
+                                     on_change=self.save_state, network=self.network)
+        self.head_process = HeadProcess(self.launcher, self.run_dir, gcs_fault_tolerance)
         # An owned cluster dies with the process that started it (herd.platform.local.reaper);
         # `herd cluster up` starts an unowned one that runs until `herd cluster down`.
         self.owned = owned
@@ -102,7 +108,8 @@ class LocalCluster:
         """Start the ``mode: local`` topology of a ClusterConfig."""
         cluster = cls(nodes=1, regions=config.regions, health_check=config.health_check,
                       auth=config.auth, num_cpus=config.head.num_cpus, run_dir=run_dir,
-                      include_dashboard=include_dashboard, start=False, owned=owned)
+                      include_dashboard=include_dashboard, start=False, owned=owned,
+                      gcs_fault_tolerance=config.gcs_fault_tolerance)
         cluster._start_head(config.head)
         cluster._start_workers(config.worker_specs())
         cluster.save_state()
@@ -111,7 +118,7 @@ class LocalCluster:
     # ----------------------------------------------------------------------------------- api
     @property
     def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.network.head_address if self.network else LOOPBACK}:{self.port}"
 
     @property
     def dashboard_url(self) -> str | None:
@@ -187,8 +194,7 @@ class LocalCluster:
         target = self._node(node)
         if target.state == "paused":
             self.resume_node(target)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target.leader_pid, signal.SIGTERM)
+        processes.terminate(target.leader_pid)
         left = processes.wait_session_gone(target.leader_pid, timeout_s)
         if left:
             processes.kill_session(target.leader_pid)
@@ -213,6 +219,28 @@ class LocalCluster:
         log.info("node_resumed", node=target.name, node_id=target.node_id)
         return target
 
+    def partition(self, node: LocalNode | str) -> None:
+        """Cut a worker's only link (isolated_nodes=True): its processes run on, cut off."""
+        required(self.network, "partition").partition(self._node(node).name)
+
+    def heal(self, node: LocalNode | str) -> None:
+        required(self.network, "heal").heal(self._node(node).name)
+
+    def restart_head(self, timeout_s: float = HEAD_RESTART_TIMEOUT_S) -> float:
+        """SIGKILL the head (if ``kill_node`` did not) and start it again on the same ports and
+        GCS storage; returns the seconds until the GCS lists the new head (``head.node_id`` is
+        updated). ``ClusterError`` without GCS fault tolerance. This process's driver, attached
+        to the old head's raylet, is connected again: get handles again by name afterwards
+        (:mod:`herd.platform.local.head` says why); other drivers must reconnect themselves."""
+        self.head_process.check_restartable()
+        namespace = driver_namespace(self.address)
+        took = self.head_process.restart(self.head, self.address, timeout_s)
+        self.save_state()
+        if namespace is not None:
+            ray.shutdown()
+            self.connect(namespace=namespace, timeout_s=timeout_s)
+        return took
+
     def node_by_id(self, node_id: str) -> LocalNode:
         for node in self.nodes:
             if node.node_id == node_id:
@@ -235,10 +263,11 @@ class LocalCluster:
         for node in self.nodes:
             if node.state == "paused":
                 processes.signal_session(node.leader_pid, signal.SIGCONT)
+            elif self.network is not None and self.network.is_cut(node.name):
+                processes.kill_session(node.leader_pid)  # cut off, it cannot stop gracefully
         for node in reversed(self.nodes):
             if node.leader_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.leader_pid, signal.SIGTERM)
+                processes.terminate(node.leader_pid)
         deadline = time.monotonic() + timeout_s / 2
         for node in self.nodes:
             processes.wait_session_gone(node.leader_pid, max(0.0, deadline - time.monotonic()))
@@ -248,6 +277,8 @@ class LocalCluster:
             self.launcher.reap(node)
             if node.state not in ("killed",):
                 node.state = "stopped"
+        if self.network is not None:
+            self.network.stop()
         if survivors:
             self.save_state()
             raise ClusterError(f"processes {survivors} survived the cluster shutdown")
@@ -275,6 +306,8 @@ class LocalCluster:
             "dashboard_port": self.dashboard_port, "regions": self.regions,
             "health_check": self.health_check.model_dump(), "num_cpus": self.num_cpus,
             "ray_tmp": str(self.ray_tmp),
+            "gcs_fault_tolerance": self.head_process.fault_tolerant,
+            "head_args": self.head_process.args,
             "nodes": [asdict(n) for n in self.nodes],
         }
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -289,7 +322,8 @@ class LocalCluster:
             raise ClusterError(f"no cluster state at {path}") from exc
         cluster = cls(nodes=1, regions=state["regions"], health_check=state["health_check"],
                       auth=state["auth"], num_cpus=state["num_cpus"], run_dir=run_dir,
-                      start=False)
+                      start=False, gcs_fault_tolerance=state.get("gcs_fault_tolerance", False))
+        cluster.head_process.args = state.get("head_args", [])
         cluster.port = state["port"]
         cluster.launcher.ray_tmp = Path(state["ray_tmp"])
         cluster.dashboard_port = state.get("dashboard_port")
@@ -328,7 +362,7 @@ class LocalCluster:
         if self.include_dashboard:
             self.dashboard_port = launcher.free_port()
         args = launcher.head_args(self.port, self.health_check, self.dashboard_port)
-        launch = launcher.launch(node, args + launcher.node_args(node), self.nodes)
+        launch = self.head_process.start(node, args + launcher.node_args(node), self.nodes)
         log.info("node_starting", node=node.name, head=True, port=self.port)
         if self.owned:
             self._start_reaper()

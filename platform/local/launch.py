@@ -24,6 +24,7 @@ from herd.platform.connection import LOOPBACK
 from herd.platform.errors import ClusterError
 from herd.platform.gcs import NodeInfo
 from herd.platform.local import processes
+from herd.platform.local.isolation import NodeNetwork
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
 
@@ -59,10 +60,13 @@ class Launch:
 class NodeLauncher:
     """Starts the nodes of one cluster. ``env`` is what every node needs to join (auth);
     ``token_path`` authenticates this process's GCS client; ``on_change`` runs after each
-    launch so the cluster's state file lists the new session before anything can go wrong."""
+    launch so the cluster's state file lists the new session before anything can go wrong.
+    With ``network``, each worker runs in its own network namespace on its own address."""
 
     def __init__(self, run_dir: Path, ray_tmp: Path, env: dict[str, str],
-                 token_path: Path | None, on_change: Callable[[], None]) -> None:
+                 token_path: Path | None, on_change: Callable[[], None],
+                 network: NodeNetwork | None = None) -> None:
+        self.network = network
         self.run_dir = run_dir
         self.ray_tmp = ray_tmp
         self.env = env
@@ -85,10 +89,13 @@ class NodeLauncher:
         resources = dict(spec.resources)
         if spec.region:
             resources[f"region:{spec.region}"] = REGION_RESOURCE_UNITS
-        return LocalNode(name="head" if is_head else f"worker-{index}", is_head=is_head,
+        node = LocalNode(name="head" if is_head else f"worker-{index}", is_head=is_head,
                          num_cpus=spec.num_cpus, region=spec.region, zone=spec.zone,
                          labels=spec.all_labels(), resources=resources,
                          node_manager_port=self.free_port())
+        if self.network is not None:
+            self.network.attach(node.name, is_head=is_head)
+        return node
 
     def head_args(self, port: int, health_check: HealthCheckConfig,
                   dashboard_port: int | None) -> list[str]:
@@ -101,7 +108,8 @@ class NodeLauncher:
 
     def node_args(self, node: LocalNode) -> list[str]:
         """Arguments every node gets: loopback, its own ports, its temp dir, labels, resources."""
-        args = ["--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(int(node.num_cpus)),
+        address = LOOPBACK if self.network is None else self.network.address_of(node.name)
+        args = ["--block", "--node-ip-address", address, "--num-cpus", str(int(node.num_cpus)),
                 "--node-manager-port", str(node.node_manager_port),
                 "--object-manager-port", str(self.free_port()),
                 "--dashboard-agent-listen-port", str(self.free_port()),
@@ -115,13 +123,20 @@ class NodeLauncher:
             args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(node.labels.items()))]
         return args
 
-    def launch(self, node: LocalNode, args: list[str], nodes: list[LocalNode]) -> Launch:
-        """Run ``ray start ARGS`` for ``node`` in a session of its own; appends it to ``nodes``."""
+    def launch(self, node: LocalNode, args: list[str], nodes: list[LocalNode],
+               prefix: list[str] | None = None, env: dict[str, str] | None = None) -> Launch:
+        """Run ``ray start ARGS`` for ``node`` in a session of its own; appends it to ``nodes``.
+        ``prefix`` runs it under a wrapper (the head's PID namespace); ``env`` adds variables."""
         log_path = self.run_dir / "logs" / f"{node.name}.log"
+        command = [*(prefix or []), ray_executable(), "start", *args]
+        if self.network is not None:
+            command = self.network.command(node.name, command)
         with open(log_path, "ab") as out:
-            popen = subprocess.Popen([ray_executable(), "start", *args], stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self._process_env(), start_new_session=True)
+            popen = subprocess.Popen(command,
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL,
+                                     env={**self._process_env(), **(env or {})},
+                                     start_new_session=True)
         node.leader_pid = popen.pid
         nodes.append(node)
         launch = Launch(node, popen, log_path)
@@ -177,6 +192,8 @@ class NodeLauncher:
             processes.kill_session(node.leader_pid)
             self.reap(node)
             node.state = "killed"
+        if self.network is not None:
+            self.network.stop()
         raise ClusterError(f"node {launch.node.name} failed to start ({why}); its log is "
                            f"{launch.log_path}, ending:\n{tail}")
 

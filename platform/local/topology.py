@@ -144,22 +144,28 @@ class NetNamespace:
 
 @dataclass
 class VethLink:
-    """A veth pair with a /30 between two namespaces (``None`` = this process's namespace)."""
+    """A veth pair between two namespaces (``None`` = this process's namespace), a /30 by
+    default. With ``bridge``, end ``a`` is a port of that bridge and gets no address."""
 
     a: NetNamespace | None
     b: NetNamespace
     dev_a: str
     dev_b: str
-    addr_a: str
+    addr_a: str | None
     addr_b: str
     up: bool = False
+    prefix_len: int = 30
+    bridge: str | None = None
 
     def create(self) -> VethLink:
         where_a = [] if self.a is None else ["netns", str(self.a.pid)]
         run_ip(["link", "add", self.dev_a, *where_a, "type", "veth",
                 "peer", "name", self.dev_b, "netns", str(self.b.pid)])
-        run_ip(["addr", "add", f"{self.addr_a}/30", "dev", self.dev_a], self.a)
-        run_ip(["addr", "add", f"{self.addr_b}/30", "dev", self.dev_b], self.b)
+        if self.bridge is not None:
+            run_ip(["link", "set", self.dev_a, "master", self.bridge], self.a)
+        if self.addr_a is not None:
+            run_ip(["addr", "add", f"{self.addr_a}/{self.prefix_len}", "dev", self.dev_a], self.a)
+        run_ip(["addr", "add", f"{self.addr_b}/{self.prefix_len}", "dev", self.dev_b], self.b)
         self.set_up(True)
         return self
 
