@@ -39,13 +39,18 @@ def cluster() -> None:
               help="a ClusterConfig YAML (mode: local) instead of --nodes/--regions")
 @click.option("--dashboard/--no-dashboard", default=False,
               help="start the dashboard (needed by the Ray Jobs API)")
+@click.option("--gcs-fault-tolerance/--no-gcs-fault-tolerance", "fault_tolerance", default=True,
+              show_default=True, help="keep the GCS state in RocksDB so that the head can be "
+                                      "restarted with it (--no-... overrides the config)")
 @run_dir_option
 @click.pass_context
 @one_line_errors
 def cluster_up(ctx: click.Context, nodes: int, regions: str, config_path: Path | None,
-               dashboard: bool, run_dir: Path) -> None:
+               dashboard: bool, fault_tolerance: bool, run_dir: Path) -> None:
     """Start a detached local cluster; it runs until `herd cluster down`."""
     config = _local_config(ctx, config_path)
+    if config is not None and not fault_tolerance:
+        config = config.model_copy(update={"gcs_fault_tolerance": False})
     if (run_dir / STATE_FILE).exists() and LocalCluster.attach(run_dir).pids:
         raise HerdError(f"a cluster is already running from {run_dir}; `herd cluster down` first")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -56,12 +61,15 @@ def cluster_up(ctx: click.Context, nodes: int, regions: str, config_path: Path |
         else:
             region_list = [r.strip() for r in regions.split(",") if r.strip()]
             started = LocalCluster(nodes=nodes, regions=region_list, run_dir=run_dir,
-                                   include_dashboard=dashboard, owned=False)
+                                   include_dashboard=dashboard, owned=False,
+                                   gcs_fault_tolerance=fault_tolerance)
     echo(f"cluster up: {len(started.nodes)} nodes, address {started.address}")
     if started.dashboard_url:
         echo(f"dashboard / jobs API: {started.dashboard_url}")
     echo(f"connect with: RAY_ADDRESS={started.address} RAY_AUTH_MODE={started.auth}"
          + (f" RAY_AUTH_TOKEN_PATH={started.token_path}" if started.auth == "token" else ""))
+    if started.head_process.fault_tolerant:
+        echo(f"GCS fault tolerance: on (storage {started.head_process.storage_path})")
     echo(f"logs: {run_dir / 'logs'}")
 
 

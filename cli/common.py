@@ -52,13 +52,14 @@ class _Terminal:
     log_path: Path | None = None
 
 
-def echo(message: str = "", err: bool = False) -> None:
-    """Print a line of herd's own output (never into the log file)."""
+def echo(message: str = "", err: bool = False, nl: bool = True) -> None:
+    """Print a line of herd's own output (never into the log file); ``nl=False`` leaves the
+    line open (a progress line rewritten with ``\r``)."""
     stream = _Terminal.err if err else _Terminal.out
     if stream is not None:
-        click.echo(message, file=stream)
+        click.echo(message, file=stream, nl=nl)
     else:
-        click.echo(message, err=err)
+        click.echo(message, err=err, nl=nl)
 
 
 def one_line_errors(func: F) -> F:

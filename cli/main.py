@@ -8,6 +8,7 @@ import click
 
 from herd.cli import apps
 from herd.cli.bench.command import bench
+from herd.cli.chaos import chaos
 from herd.cli.cluster import cluster
 from herd.cli.federation import federation
 from herd.platform.logging import configure
@@ -30,6 +31,7 @@ def main(ctx: click.Context, verbose: int, log_level: str | None) -> None:
 
 main.add_command(cluster)
 main.add_command(bench)
+main.add_command(chaos)
 main.add_command(federation)
 for command in apps.COMMANDS:
     main.add_command(command)

@@ -178,6 +178,9 @@ class ClusterConfig(BaseModel):
     nodes: list[NodeSpec] = Field(default_factory=list)
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     auth: Literal["token", "disabled"] = "token"
+    gcs_fault_tolerance: bool = True
+    """``local`` mode: the GCS keeps its state in RocksDB so the head can be restarted with it
+    (``LocalCluster.restart_head``); ``false`` opts out."""
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     log_level: str = "INFO"
 

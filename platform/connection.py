@@ -25,12 +25,13 @@ from herd.platform.logging import get_logger
 from herd.platform.waiting import deadline_in, time_left
 
 __all__ = ["DEFAULT_GCS_PORT", "LOOPBACK", "ClusterInfo", "connect", "disconnect",
-           "gcs_host_port", "probe_gcs", "resolve_address"]
+           "gcs_host_port", "gcs_outage", "probe_gcs", "resolve_address"]
 
 log = get_logger("herd.cluster")
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_GCS_PORT = 6379
+OUTAGE_PROBE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,23 @@ def probe_gcs(address: str, timeout_s: float) -> None:
         raise ClusterUnavailable(
             f"no Ray cluster at {address}: TCP connect failed ({exc.strerror or exc}); is the "
             f"cluster up, and in this network namespace?") from None
+
+
+def gcs_outage(timeout_s: float = OUTAGE_PROBE_S) -> str | None:
+    """Why the GCS of the cluster this process is connected to does not answer (its head is down
+    or unreachable), or None when it accepts connections or this process is not connected. Calls
+    that fail or time out ask this to report :class:`ClusterUnavailable` instead."""
+    if not ray.is_initialized():
+        return None
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except Exception:  # a driver torn down meanwhile: nothing to say about the cluster
+        return None
+    try:
+        probe_gcs(address, timeout_s)
+    except ClusterUnavailable as exc:
+        return str(exc)
+    return None
 
 
 @contextlib.contextmanager

@@ -1,7 +1,13 @@
-"""Placement of herd's control-plane actors: detached, restartable, pinned to the head node.
+"""Placement of herd's control-plane actors: detached, restartable, kept on the head node.
 
-Like Ray Serve's controller, a control-plane actor dies only with the cluster; its state is
-written through to the GCS KV store (``herd.platform.kv``) so a restarted incarnation reloads it.
+Like Ray Serve's controller, a control-plane actor dies only with the cluster, or with the head
+when GCS fault tolerance restarts it; its state is written through to the GCS KV store
+(``herd.platform.kv``) so a restarted incarnation reloads it.
+
+They are kept on the head by a sliver of the resource Ray gives every head node
+(``node:__internal_head__``), not by the head's node id: a restarted head has a new node id, and
+an actor hard-pinned to the old one would stay pending forever (ray#42390). The resource needs no
+setup, so it also works on clusters herd did not start.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from herd.platform.errors import ClusterError, NotConnectedError
-from herd.platform.gcs import nodes
+from herd.platform.errors import NotConnectedError
+from herd.platform.gcs import HEAD_RESOURCE, nodes
 
 HERD_NAMESPACE = "herd"
+# Share of the head's one unit of HEAD_RESOURCE per control-plane actor: room for 1000 of them.
+HEAD_RESOURCE_SHARE = 0.001
+RAY_NODE_ID_LABEL = "ray.io/node-id"  # a label Ray gives every node
 
 
 def require_ray() -> None:
@@ -23,24 +32,35 @@ def require_ray() -> None:
                                 "first")
 
 
-def head_node_id() -> str:
-    """Node id (hex) of the cluster's head node."""
-    require_ray()
-    for node in nodes():
-        if node.alive and node.is_head:
-            return node.node_id
-    raise ClusterError("no live head node found in the GCS node table")
-
-
 def pinned_options(node_id: str, *, soft: bool = False) -> dict[str, Any]:
     """Options that pin an actor to ``node_id`` (hard affinity unless ``soft``)."""
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=soft)}
 
 
+def head_options() -> dict[str, Any]:
+    """Options that keep an actor on whichever node is the head, across head restarts."""
+    return {"resources": {HEAD_RESOURCE: HEAD_RESOURCE_SHARE}}
+
+
+def off_head_options() -> dict[str, Any]:
+    """Options that keep an actor off the head while another node can take it (the head when it
+    is the only node): for actors whose death would take worker children with them (their
+    owners), so that a head restart restarts none. Excludes the head of the moment: after a head
+    restart an actor placed again (its node died) may land on the new head."""
+    require_ray()
+    heads = [node.node_id for node in nodes() if node.alive and node.is_head]
+    if not heads:
+        return {}
+    return {"label_selector": {RAY_NODE_ID_LABEL: f"!{heads[0]}"},
+            "fallback_strategy": [{"label_selector": {}}]}
+
+
 def control_plane_options(name: str, *, max_concurrency: int = 1000,
                           node_id: str | None = None) -> dict[str, Any]:
     """``.options(...)`` for a named herd service actor: get-or-create, detached, restartable,
-    no CPU, in the ``herd`` namespace, hard-pinned to ``node_id`` (default: the head node)."""
+    no CPU, in the ``herd`` namespace, on the head node (whichever node that is after a head
+    restart), or hard-pinned to ``node_id`` (a per-node service)."""
+    require_ray()
     return {
         "name": name,
         "namespace": HERD_NAMESPACE,
@@ -50,7 +70,7 @@ def control_plane_options(name: str, *, max_concurrency: int = 1000,
         "max_task_retries": 0,
         "num_cpus": 0,
         "max_concurrency": max_concurrency,
-        **pinned_options(node_id or head_node_id()),
+        **(pinned_options(node_id) if node_id else head_options()),
     }
 
 

@@ -30,13 +30,16 @@ class ClusterError(HerdError):
     """A Ray cluster could not be started, reached or stopped."""
 
 
-class ClusterUnavailable(ClusterError):
-    """No cluster answered at an address within the connect timeout (nothing listening, a dead
-    or hung GCS, another network namespace). The message names the address and what was tried."""
-
-
 class HerdTimeoutError(HerdError, TimeoutError):
     """A remote call or a wait passed its deadline."""
+
+
+class ClusterUnavailable(ClusterError, HerdTimeoutError):
+    """No cluster answered: at an address within the connect timeout (nothing listening, a dead
+    or hung GCS, another network namespace), or, for a call of a connected process, because the
+    GCS stopped answering (the head is down; with GCS fault tolerance it may come back). The
+    message names the address and what was tried. A ``HerdTimeoutError`` too, so code that
+    handles a call's timeout handles an outage the same way."""
 
 
 class NotConnectedError(HerdError):

@@ -5,6 +5,10 @@ Async actors must never block their event loop: they ``await aget(ref, ...)`` in
 ``get``, and the few Ray calls that have no asynchronous form (getting or creating a named
 actor, ``ray.nodes()``) go through ``blocking``: a dedicated, bounded thread pool, so they never
 compete with asyncio's default executor (6 threads on a 2-core machine) or block the loop.
+
+While the cluster's head is down (GCS unreachable), a call that times out, or fails because its
+actor is unreachable, raises :class:`ClusterUnavailable` (a ``HerdTimeoutError``) within its
+timeout: with GCS fault tolerance, calls work again once the head is back.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError
 
-from herd.platform.errors import HerdTimeoutError
+from herd.platform.connection import gcs_outage
+from herd.platform.errors import ClusterUnavailable, HerdTimeoutError
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("HERD_CALL_TIMEOUT_S", "30"))
 BLOCKING_THREADS = 8
@@ -33,14 +38,20 @@ _blocking_pool = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="herd-b
 def get(refs: Any, timeout: float | None = None, what: str = "remote call") -> Any:
     """``ray.get`` with a deadline (default ``HERD_CALL_TIMEOUT_S``, 30 s).
 
-    Raises ``HerdTimeoutError`` naming ``what`` when the deadline passes; the remote errors
-    themselves (``RayActorError``, task exceptions) propagate unchanged.
+    Raises ``HerdTimeoutError`` naming ``what`` when the deadline passes, ``ClusterUnavailable``
+    when the deadline passes or the actor is unreachable while the GCS does not answer; the
+    remote errors themselves (``RayActorError``, task exceptions) propagate unchanged.
     """
     deadline = DEFAULT_TIMEOUT_S if timeout is None else timeout
     try:
         return ray.get(refs, timeout=deadline)
     except GetTimeoutError as exc:
-        raise HerdTimeoutError(f"{what} did not answer within {deadline:.1f} s") from exc
+        raise unavailable(what, gcs_outage()) or timed_out(what, deadline) from exc
+    except ActorUnavailableError as exc:
+        outage = unavailable(what, gcs_outage())
+        if outage is None:
+            raise
+        raise outage from exc
 
 
 async def aget(ref: Awaitable[T] | concurrent.futures.Future[T], timeout: float | None = None,
@@ -53,7 +64,26 @@ async def aget(ref: Awaitable[T] | concurrent.futures.Future[T], timeout: float 
     try:
         return await asyncio.wait_for(awaitable, deadline)
     except (asyncio.TimeoutError, GetTimeoutError) as exc:
-        raise HerdTimeoutError(f"{what} did not answer within {deadline:.1f} s") from exc
+        outage = unavailable(what, await blocking(gcs_outage))
+        raise outage or timed_out(what, deadline) from exc
+    except ActorUnavailableError as exc:
+        outage = unavailable(what, await blocking(gcs_outage))
+        if outage is None:
+            raise
+        raise outage from exc
+
+
+def timed_out(what: str, deadline: float) -> HerdTimeoutError:
+    return HerdTimeoutError(f"{what} did not answer within {deadline:.1f} s")
+
+
+def unavailable(what: str, outage: str | None) -> ClusterUnavailable | None:
+    """The error of a call that failed during an outage (``outage``: why the GCS does not
+    answer), or None when the GCS answers."""
+    if outage is None:
+        return None
+    return ClusterUnavailable(f"{what} failed: the cluster's head is down or unreachable "
+                              f"({outage})")
 
 
 async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

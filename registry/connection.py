@@ -31,11 +31,15 @@ _connections_lock = threading.Lock()
 
 
 def session() -> str | None:
-    """The Ray session this process is connected to (None when not connected)."""
+    """The Ray session and job this process is connected as (None when not connected). The job
+    counts: a driver that reconnects (after a head restart, which keeps the session name) has a
+    new job, and its handles of the old one are useless."""
     if not ray.is_initialized():
         return None
-    node = ray._private.worker.global_worker.node
-    return node.session_name if node is not None else None
+    worker = ray._private.worker.global_worker
+    if worker.node is None:
+        return None
+    return f"{worker.node.session_name}/{worker.current_job_id.hex()}"
 
 
 class Connection:

@@ -12,6 +12,10 @@ same supervisor; memory is the RSS of each child's process.
 then the time until a call by name is answered by the new incarnation (``via(name).ping.call()``
 waits for it; an actor child may answer once more before its process ends), p50/p99 over
 ``restarts`` lightweight and ``actor_restarts`` actor crashes.
+
+(c) Failover of ``failover_children`` lightweight children after a node SIGKILL, split into
+detection, claims and restarts, and (d) registry ``register_many`` throughput vs single
+``register``: ``herd.cli.bench.lightweight_failover`` (a cluster of their own, 2 workers).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import ray
 
+from herd.cli.bench import lightweight_failover
 from herd.cli.bench.report import BenchReport, bench_cluster, summary_ms
 from herd.platform.rpc import get
 from herd.registry import via
@@ -31,7 +36,8 @@ from herd.supervisors.otp.classes import ShippedClass
 
 CALL_TIMEOUT_S = 120.0
 BATCH = 1000
-TARGETS = {"spawns_per_s": 5000, "bytes_per_idle_child": 10 * 1024, "restart_p99_ms": 10.0}
+TARGETS = {"spawns_per_s": 5000, "bytes_per_idle_child": 10 * 1024, "restart_p99_ms": 10.0,
+           "failover_after_detect_s": 2.0, "register_many_per_s": 5000}
 
 
 class Idle:
@@ -52,11 +58,15 @@ class Idle:
 
 
 def run(children: int = 10_000, via_supervisor: int = 500, actors: int = 5,
-        restarts: int = 200, actor_restarts: int = 5) -> BenchReport:
+        restarts: int = 200, actor_restarts: int = 5, failover_children: int = 10_000,
+        single_registers: int = 300, batch_registers: int = 10_000) -> BenchReport:
     rows: list[dict[str, Any]] = []
     params: dict[str, Any] = {"children": children, "via_supervisor": via_supervisor,
                               "actors": actors, "restarts": restarts,
-                              "actor_restarts": actor_restarts, "targets": TARGETS}
+                              "actor_restarts": actor_restarts,
+                              "failover_children": failover_children,
+                              "single_registers": single_registers,
+                              "batch_registers": batch_registers, "targets": TARGETS}
     with bench_cluster(nodes=1, regions=["us-east"]):
         rows.append(_host_spawn(children, params))
         sup = Supervisor.start("bench-lightweight", [], max_restarts=1_000_000, max_seconds=1,
@@ -76,11 +86,14 @@ def run(children: int = 10_000, via_supervisor: int = 500, actors: int = 5,
             rows.append(_restarts(named, "heavy", "actor", actor_restarts))
         finally:
             named.stop(timeout=CALL_TIMEOUT_S)
+    rows += lightweight_failover.run(Idle, failover_children, single_registers, batch_registers)
     return BenchReport(name="lightweight", rows=rows, params=params,
                        notes=["bytes_per_child: RSS growth of the host (lightweight) or RSS of "
                               "the child's process (actor)",
                               "restart: from the crashing call's error to the next answer by "
-                              "name"])
+                              "name",
+                              "failover: seconds from the node's SIGKILL; claims_s = claimed_s - "
+                              "detect_s, restarts_s = answer_s - claimed_s"])
 
 
 def _host_spawn(children: int, params: dict[str, Any]) -> dict[str, Any]:

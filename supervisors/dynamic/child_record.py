@@ -13,7 +13,10 @@ written and read only through ``ChildRecord.to_meta`` / ``ChildRecord.from_regis
 * ``region`` / ``started_at``: where and when the current incarnation started;
 * ``start_by``: for a record the driver has just created, until when only the driver's
   ``start_owned`` call may start it;
-* ``requires``: the child's placement requirements (members place orphans without its spec).
+* ``requires``: the child's placement requirements (members place orphans without its spec);
+* ``kind``: ``actor`` or ``lightweight``; a lightweight child's record also carries the route
+  meta (``herd.supervisors.lightweight.route_meta``): its holder is the host of its member's
+  node, and ``via(name)`` reaches the child through the host's ``call_child``.
 """
 
 from __future__ import annotations
@@ -22,16 +25,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from herd.supervisors.lightweight.handle import route_meta
 from herd.supervisors.strategies import Requirements
 
-__all__ = ["SUP_META", "ChildRecord", "ChildState", "RegistrationLike", "RestartType",
-           "child_name"]
+__all__ = ["SUP_META", "ChildKind", "ChildRecord", "ChildState", "RegistrationLike",
+           "RestartType", "child_name"]
 
 #: The meta key naming the supervisor that owns a record (``select`` filters on it).
 SUP_META = "herd_dsup"
 
 ChildState = Literal["starting", "running", "moving"]
 RestartType = Literal["permanent", "transient", "temporary"]
+ChildKind = Literal["actor", "lightweight"]
 
 
 def child_name(supervisor: str, child_id: str) -> str:
@@ -72,6 +77,7 @@ class ChildRecord:
     started_at: float | None = None
     start_by: float | None = None
     requirements: Requirements = field(default_factory=Requirements)
+    kind: ChildKind = "actor"
     epoch: int = 0
     entry_id: int = 0
     has_holder: bool = False
@@ -82,8 +88,14 @@ class ChildRecord:
         return child_name(self.sup, self.child_id)
 
     # --------------------------------------------------------------------------- meta
+    @property
+    def lightweight(self) -> bool:
+        return self.kind == "lightweight"
+
     def to_meta(self) -> dict[str, Any]:
-        return {SUP_META: self.sup, "child_id": self.child_id, "owner": self.owner,
+        route = route_meta(self.name) if self.lightweight else {}
+        return {**route, "kind": self.kind, SUP_META: self.sup, "child_id": self.child_id,
+                "owner": self.owner,
                 "incarnation": self.incarnation, "state": self.state,
                 "restart": self.restart, "restarts": self.restarts,
                 "failovers": self.failovers, "region": self.region,
@@ -102,12 +114,17 @@ class ChildRecord:
                    started_at=meta.get("started_at"), start_by=meta.get("start_by"),
                    requirements=Requirements(labels=requires.get("labels") or {},
                                              resources=requires.get("resources") or {}),
-                   epoch=epoch, entry_id=entry_id, has_holder=has_holder)
+                   kind=meta.get("kind", "actor"), epoch=epoch, entry_id=entry_id,
+                   has_holder=has_holder)
 
     @classmethod
     def from_registration(cls, reg: RegistrationLike) -> ChildRecord:
         return cls.from_meta(reg.meta, epoch=reg.epoch, entry_id=reg.entry_id,
                              has_holder=reg.handle is not None)
+
+    @staticmethod
+    def is_lightweight(reg: RegistrationLike) -> bool:
+        return reg.meta.get("kind") == "lightweight"
 
     @staticmethod
     def is_record_of(reg: RegistrationLike, sup: str) -> bool:

@@ -9,14 +9,17 @@ write is a compare-and-set (or a removal) at an epoch the operation read, retrie
 ``ChildRecords.retry`` only while the record still names the owner and incarnation the
 operation expected; any other change means another member or a terminate got there first, and
 the operation gives up.
+
+Lightweight children run on this member's host (``ExecutorBase.link``); the planner hands
+them over in batches (``ClaimMany``, ``StartOwnMany``), carried out by
+``herd.supervisors.dynamic.bulk``, whose exits handling covers them too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -24,10 +27,11 @@ from herd.platform import rpc
 from herd.registry import HolderDead
 from herd.registry.errors import EpochConflict
 from herd.supervisors.dynamic import handoff, records
+from herd.supervisors.dynamic.bulk import BulkOps, Outcome
 from herd.supervisors.dynamic.child_record import ChildRecord
-from herd.supervisors.dynamic.metrics import DynamicMetrics
 from herd.supervisors.dynamic.planner import (
     Action,
+    ClaimMany,
     ClaimOrphan,
     Exhausted,
     Fence,
@@ -36,55 +40,26 @@ from herd.supervisors.dynamic.planner import (
     Move,
     Reassign,
     StartOwn,
+    StartOwnMany,
     StopNoQuorum,
     Unplaced,
     on_exit,
     on_start_failure,
 )
-from herd.supervisors.dynamic.records import ChildRecords
-from herd.supervisors.dynamic.running import SUPERSEDED, Running, RunningChildren, stop_run
-from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
-from herd.supervisors.dynamic.tasks import ChildTasks
+from herd.supervisors.dynamic.running import SUPERSEDED, Running, stop_run
+from herd.supervisors.dynamic.spec import DynamicChildInfo
 from herd.supervisors.errors import StartChildError, SupervisorStopped
 from herd.supervisors.otp.exit import SHUTDOWN
-from herd.supervisors.otp.intensity import RestartIntensity
-from herd.supervisors.otp.lifecycle import shutdown, start_worker
+from herd.supervisors.otp.lifecycle import Incarnation, shutdown, start_lightweight, start_worker
 from herd.supervisors.otp.spec import ChildSpec
-
-T = TypeVar("T")
 
 MEMBER_CALL_S = 5.0
 STOP_ALL_WAIT_S = 30.0
 
 
-class ChildExecutor:
-    """The children of one member and every operation on them. What it needs from its member
-    is passed in: the current configuration, this node's region, when a node went down, another
-    member's handle, and two signals (``wake``: reconcile soon; ``escalate``: a child exceeded
-    its budget under ``on_exhausted="escalate"``, after the supervisor was marked stopped)."""
-
-    def __init__(self, sup: str, node_id: str, store: ChildRecords, metrics: DynamicMetrics,
-                 log: Any, *, config: Callable[[], DynamicSupervisorSpec],
-                 region: Callable[[], str | None], down_at: Callable[[str], float | None],
-                 member: Callable[[str], Awaitable[Any]], wake: Callable[[], None],
-                 escalate: Callable[[], None], start_slots: int) -> None:
-        self.sup = sup
-        self.node_id = node_id
-        self.store = store
-        self.metrics = metrics
-        self.log = log
-        self.config = config
-        self.region = region
-        self.down_at = down_at
-        self.member = member
-        self.wake = wake
-        self.escalate = escalate
-        self.start_slots = asyncio.Semaphore(start_slots)
-        self.running = RunningChildren()
-        self.halted = False
-        self.tasks = ChildTasks(log)
-        self._budgets: dict[str, RestartIntensity] = {}
-        self._specs: dict[tuple[str, int], ChildSpec] = {}
+class ChildExecutor(BulkOps):
+    """The children of one member and every operation on them (see the module docstring;
+    the constructor's arguments are ``ExecutorBase``'s)."""
 
     # ----------------------------------------------------------------- planner interface
     def carry_out(self, action: Action) -> None:
@@ -102,11 +77,17 @@ class ChildExecutor:
             case ClaimOrphan(record):
                 self.tasks.spawn(record.child_id,
                                  lambda: self.claim_and_start(record, failover=True))
+            case ClaimMany(many):
+                self.tasks.spawn_many([r.child_id for r in many],
+                                      lambda: self.claim_and_start_many(many, failover=True))
             case ForgetOrphan(record, why):
-                self.tasks.spawn(record.child_id, lambda: self._forget(
+                self.tasks.spawn(record.child_id, lambda: self.forget(
                     record, record.owner, record.incarnation, why))
             case StartOwn(record):
                 self.tasks.spawn(record.child_id, lambda: self.claim_and_start(record))
+            case StartOwnMany(many):
+                self.tasks.spawn_many([r.child_id for r in many],
+                                      lambda: self.claim_and_start_many(many))
             case Move(child_id, incarnation, target):
                 self.tasks.spawn(child_id, lambda: self._move(child_id, incarnation, target))
             case Reassign(record, target):
@@ -119,25 +100,45 @@ class ChildExecutor:
         (incarnation 1). ``StartChildError`` if it cannot start, ``SupervisorStopped`` if the
         supervisor stopped; the record is then removed."""
         if self.halted:
-            await self._forget(record, self.node_id, record.incarnation, "supervisor stopped")
+            await self.forget(record, self.node_id, record.incarnation, "supervisor stopped")
             raise SupervisorStopped(f"dynamic supervisor {self.sup!r} has stopped")
         run = self.running.get(record.child_id)
         if run is not None:  # a retried request: the child runs already
             current = await self.store.fresh(record.child_id)
             if current is not None and current.has_holder:
-                return records.info_of(current, run.incarnation.handle)
-        self._specs[(record.child_id, record.entry_id)] = spec
+                return records.info_of(current, run.incarnation.holder)
+        self.cache_spec(record, spec)
         info = await self._launch(record, spec, first=True)
         if info is None:
             raise StartChildError(f"child {record.child_id!r} was superseded while starting")
         return info
+
+    async def start_owned_many(self, owned: Sequence[ChildRecord],
+                               specs: Sequence[ChildSpec]) -> list[Outcome]:
+        """``start_owned`` for many children (the driver's ``start_children``): their specs
+        saved together, lightweight ones started in one host call and named in one batch,
+        actor ones as usual. Per child, in order, its info or the error (its record removed)."""
+        if self.halted:
+            await self.forget_many(owned, "supervisor stopped")
+            raise SupervisorStopped(f"dynamic supervisor {self.sup!r} has stopped")
+        await records.asave_specs(self.sup, specs)
+        by_id = {spec.id: spec for spec in specs}
+        for record in owned:
+            self.cache_spec(record, by_id[record.child_id])
+        light = [r for r in owned if r.lightweight and r.child_id not in self.running]
+        outcomes = await self.launch_many(light, by_id, first=True)
+        heavy = [r for r in owned if r.child_id not in outcomes]
+        answers = await asyncio.gather(*(self.start_owned(r, by_id[r.child_id]) for r in heavy),
+                                       return_exceptions=True)
+        outcomes.update({r.child_id: a for r, a in zip(heavy, answers, strict=True)})
+        return [outcomes.get(r.child_id) for r in owned]
 
     async def terminate(self, child_id: str) -> bool:
         """Stop the child gracefully and delete its record. False if it is not known."""
         await self.running.stop(child_id, SHUTDOWN)
         if not await self.store.retry(child_id, None, lambda _: True, self.store.remove):
             return False
-        await self._drop(child_id)
+        await self.drop(child_id)
         self.log.info("child_terminated", child_id=child_id)
         return True
 
@@ -150,17 +151,23 @@ class ChildExecutor:
         return await self.claim_and_start(record, restarted=True)
 
     async def stop_all(self, reason: str = SHUTDOWN, brutal: bool = False) -> list[str]:
-        """Stop every child, newest first (OTP stops in reverse start order), and start
-        nothing afterwards."""
+        """Stop every child, and start nothing afterwards: the lightweight ones together
+        (thousands of them, each one call on the host), then the actor ones newest first (OTP
+        stops in reverse start order)."""
         self.halted = True
         stopped = list(self.running)[::-1]
-        for child_id in stopped:
+        light = {c for c in stopped if (run := self.running.get(c)) is not None
+                 and run.incarnation.lightweight is not None}
+        await asyncio.gather(*(self.tasks.spawn(c, lambda c=c: self.running.stop(c, reason, brutal))
+                               for c in stopped if c in light))
+        for child_id in (c for c in stopped if c not in light):
             await self.tasks.spawn(child_id,
                                    lambda c=child_id: self.running.stop(c, reason, brutal))
         await self.tasks.wait_all(STOP_ALL_WAIT_S)  # they see ``halted``: start nothing more
         for child_id in list(self.running)[::-1]:  # started by one of those meanwhile
             await self.running.stop(child_id, reason, brutal=True)
             stopped.append(child_id)
+        self.link.close()
         return stopped
 
     # ------------------------------------------------------------------- claim and start
@@ -170,29 +177,17 @@ class ChildExecutor:
         incarnation) and start it here."""
         if self.halted or record.child_id in self.running:
             return None
-        spec = await self._spec(record)
+        spec = await self.spec_of(record)
         if spec is None:
-            if (record.start_by or 0.0) <= time.time():  # it can never start
-                await self._forget(record, record.owner, record.incarnation,
-                                   "its spec is missing")
+            if self.expired(record):  # it can never start
+                await self.forget(record, record.owner, record.incarnation,
+                                  "its spec is missing")
             return None
         claimed = await self._claim(record, failover, restarted)
         if claimed is None:
             return None
         down_at = self.down_at(record.owner) if failover else None
         return await self._launch(claimed, spec, first=False, down_at=down_at)
-
-    async def _spec(self, record: ChildRecord) -> ChildSpec | None:
-        key = (record.child_id, record.entry_id)
-        cached = self._specs.get(key)
-        if cached is not None:
-            return cached
-        spec = await records.aload_spec(self.sup, record.child_id)
-        if spec is None:
-            self.log.error("child_spec_missing", child_id=record.child_id)
-            return None
-        self._specs[key] = spec
-        return spec
 
     async def _claim(self, record: ChildRecord, failover: bool,
                      restarted: bool) -> ChildRecord | None:
@@ -217,26 +212,26 @@ class ChildExecutor:
                       down_at: float | None = None) -> DynamicChildInfo | None:
         """Start the child of a record this member has claimed and register it there."""
         child_id, number = claimed.child_id, claimed.incarnation
-        options = {k: v for k, v in spec.options.items() if k != "label_selector"}
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
         try:
-            async with self.start_slots:
-                incarnation = await start_worker(spec.model_copy(update={"options": options}))
+            incarnation = await self._start(claimed, spec)
         except StartChildError as exc:
             return await self._start_failed(claimed, exc, first)
         run = Running(spec=spec, incarnation=incarnation, number=number)
         if self.halted:
             await stop_run(run, SUPERSEDED, brutal=True)
             if first:
-                await self._forget(claimed, self.node_id, number, "supervisor stopped")
+                await self.forget(claimed, self.node_id, number, "supervisor stopped")
                 raise SupervisorStopped(f"dynamic supervisor {self.sup!r} has stopped")
             return None
         self.running.add(child_id, run)
-        asyncio.get_running_loop().create_task(self._watch(child_id, run))
+        if claimed.lightweight:
+            self.watch_lightweight(child_id, run)
+        else:
+            asyncio.get_running_loop().create_task(self._watch(child_id, run))
         await handoff.restore(self.sup, child_id, incarnation.handle, self.log)
         try:
             reg = await self.store.write(claimed, claimed.started(self.region(), time.time()),
-                                         handle=incarnation.handle, on_holder_death="clear")
+                                         handle=incarnation.holder, on_holder_death="clear")
         except EpochConflict:
             self.log.warning("claim_lost_while_starting", child_id=child_id)
             await self.running.stop(child_id, SUPERSEDED, brutal=True)
@@ -247,7 +242,7 @@ class ChildExecutor:
             if first:  # the caller learns it failed: leave nothing behind
                 run.stopping = True
                 self.running.discard(child_id, run)
-                await self._forget(claimed, self.node_id, number, "died while starting")
+                await self.forget(claimed, self.node_id, number, "died while starting")
                 raise StartChildError(f"child {child_id!r} died right after starting") from None
             return None  # its exit is handled like any crash
         if down_at is not None:
@@ -256,16 +251,24 @@ class ChildExecutor:
                       incarnation=number, pid=incarnation.pid)
         return records.info_from(reg)
 
+    async def _start(self, claimed: ChildRecord, spec: ChildSpec) -> Incarnation:
+        if claimed.lightweight:
+            return await start_lightweight(self.link, spec, claimed.name)
+        options = {k: v for k, v in spec.options.items() if k != "label_selector"}
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+        async with self.start_slots:
+            return await start_worker(spec.model_copy(update={"options": options}))
+
     async def _start_failed(self, claimed: ChildRecord, exc: StartChildError,
                             first: bool) -> DynamicChildInfo | None:
         self.log.warning("child_start_failed", child_id=claimed.child_id, error=str(exc))
         if first:
-            await self._forget(claimed, self.node_id, claimed.incarnation, "start failed")
+            await self.forget(claimed, self.node_id, claimed.incarnation, "start failed")
             raise exc
-        decision = on_start_failure(claimed.child_id, str(exc), self._budget(claimed.child_id),
+        decision = on_start_failure(claimed.child_id, str(exc), self.budget(claimed.child_id),
                                     self.config().on_exhausted)
         if isinstance(decision, Exhausted):
-            await self._exhausted(claimed, decision)
+            await self.exhausted_child(claimed, decision)
         return None  # else a later reconcile round tries again (the record names this member)
 
     # ----------------------------------------------------------------------------- exits
@@ -283,52 +286,18 @@ class ChildExecutor:
             return
         self.log.warning("child_exited", child_id=child_id, reason=reason,
                          incarnation=run.number)
-        decision = on_exit(child_id, run.spec.restart, reason, self._budget(child_id),
+        decision = on_exit(child_id, run.spec.restart, reason, self.budget(child_id),
                            self.config().on_exhausted)
         if isinstance(decision, Forget):
-            await self._forget(record, self.node_id, run.number, decision.why)
+            await self.forget(record, self.node_id, run.number, decision.why)
         elif isinstance(decision, Exhausted):
-            await self._exhausted(record, decision)
+            await self.exhausted_child(record, decision)
         elif not self.halted:
             self.metrics.restarted()
             self.log.info("child_restart", child_id=child_id, reason=reason)
             claimed = await self._claim(record, failover=False, restarted=True)
             if claimed is not None:
                 await self._launch(claimed, run.spec, first=False)
-
-    def _budget(self, child_id: str) -> RestartIntensity:
-        if child_id not in self._budgets:
-            config = self.config()
-            self._budgets[child_id] = RestartIntensity(config.max_restarts, config.max_seconds)
-        return self._budgets[child_id]
-
-    async def _exhausted(self, record: ChildRecord, decision: Exhausted) -> None:
-        self.log.error("child_give_up", child_id=record.child_id, reason=decision.reason,
-                       escalate=decision.escalate)
-        if decision.escalate:
-            await records.arecord_gave_up(self.sup, record.child_id, decision.reason)
-            await records.amark_stopped(self.sup, decision.reason)
-            self.escalate()
-        elif await self._forget(record, self.node_id, record.incarnation,
-                                "restart intensity exceeded"):
-            await records.arecord_gave_up(self.sup, record.child_id, decision.reason)
-
-    async def _forget(self, record: ChildRecord, owner: str, number: int, why: str) -> bool:
-        """Delete a child's record (while it still names ``owner``/``number``) and its spec."""
-        removed = await self.store.retry(record.child_id, record,
-                                         lambda r: r.names(owner, number), self.store.remove)
-        if not removed:
-            self.wake()
-            return False
-        await self._drop(record.child_id)
-        self.log.info("child_removed", child_id=record.child_id, why=why)
-        return True
-
-    async def _drop(self, child_id: str) -> None:
-        await records.adelete_spec(self.sup, child_id)
-        self._budgets.pop(child_id, None)
-        for key in [k for k in self._specs if k[0] == child_id]:
-            del self._specs[key]
 
     # -------------------------------------------------------------------- stop / move
     async def _stop_if(self, child_id: str, incarnation: int) -> None:

@@ -15,6 +15,13 @@ their asyncio faces.
 
 Crashes are handled by the owner: each child has its own restart budget (intensity window),
 kept in the owner's memory (a child that fails over starts with a fresh budget).
+
+Lightweight children run in one host actor per member, on the member's node, created by the
+member (so owned by it: the host dies with its member) as soon as the supervisor has a
+lightweight child and this member is eligible. Not the member itself: a child that blocks the
+loop, or a watchdog escalation that ends the host's process, must not stall or kill the member
+(its reconcile loop, claims and driver requests); and not a host started on demand: it runs
+before any failover needs it, so no process start is on the failover path.
 """
 
 from __future__ import annotations
@@ -106,6 +113,8 @@ class DynamicMember:
             region=self._region, down_at=self.down_at.get, member=self._member,
             wake=self.reconcile_now, escalate=self._escalate,
             start_slots=max(MIN_START_SLOTS, int(STARTS_PER_CPU * cpus)))
+        self.warming: asyncio.Task[Any] | None = None
+        self.prefetching: asyncio.Task[Any] | None = None
         self.loop = asyncio.get_running_loop().create_task(self._reconcile_forever())
         self.log.info("member_started", pid=os.getpid())
 
@@ -117,7 +126,14 @@ class DynamicMember:
     async def stats(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "running": sorted(self.children.running),
                 "busy": sorted(self.children.tasks.busy()), "halted": self.children.halted,
-                "nodes": len(self.nodes), "pid": os.getpid()}
+                "nodes": len(self.nodes), "pid": os.getpid(),
+                "host": dict(self.children.link.host_info) if self.children.link.alive else None}
+
+    async def lightweight_status(self) -> dict[str, Any]:
+        """The host of this member's lightweight children: per child calls and estimated
+        memory (``by_child``, keyed by the child's name), loop lag, RSS; ``{"host": None}``
+        while there is none."""
+        return await self.children.link.status()
 
     async def on_membership_event(self, event: NodeUp | NodeDown) -> None:
         if isinstance(event, NodeUp):
@@ -168,6 +184,38 @@ class DynamicMember:
         for action in plan(snapshot):
             self.children.carry_out(action)
         self.children.metrics.running(len(self.children.running))
+        if any(m.id == self.node_id for m in snapshot.members) and any(
+                r.lightweight for r in snapshot.records):
+            self._warm_host()
+            self._prefetch_specs(snapshot.records)
+
+    def _prefetch_specs(self, every: tuple[ChildRecord, ...]) -> None:
+        """Read ahead, in the background, the specs this member would need to take over the
+        lightweight children of another node (none is read on the failover path then)."""
+        if self.prefetching is not None and not self.prefetching.done():
+            return
+
+        async def prefetch() -> None:
+            try:
+                await self.children.prefetch_specs(every)
+            except Exception as exc:  # tried again next round
+                self.log.warning("spec_prefetch_failed", error=repr(exc))
+
+        self.prefetching = asyncio.get_running_loop().create_task(prefetch())
+
+    def _warm_host(self) -> None:
+        """Create the host of lightweight children now, in the background, if there is none."""
+        if self.children.link.alive or self.children.halted or (
+                self.warming is not None and not self.warming.done()):
+            return
+
+        async def warm() -> None:
+            try:
+                await self.children.link.ensure()
+            except Exception as exc:  # tried again next round
+                self.log.warning("lightweight_host_not_started", error=repr(exc))
+
+        self.warming = asyncio.get_running_loop().create_task(warm())
 
     async def _resync(self) -> None:
         """Replace the view of the nodes with membership's (events may have been lost)."""
@@ -212,6 +260,13 @@ class DynamicMember:
         supervisor has stopped; no record is left then."""
         return await self.children.tasks.spawn(
             record.child_id, lambda: self.children.start_owned(record, spec))
+
+    async def start_owned_many(self, owned: list[ChildRecord],
+                               specs: list[ChildSpec]) -> list[Any]:
+        """``start_owned`` for many children (``DynamicSupervisor.start_children``); per
+        child, in order, its ``DynamicChildInfo`` or the error (no record left then)."""
+        return await self.children.tasks.spawn_many(
+            [r.child_id for r in owned], lambda: self.children.start_owned_many(owned, specs))
 
     async def terminate(self, child_id: str) -> bool:
         """Stop the child gracefully and delete its record. False if it is not known."""

@@ -14,11 +14,13 @@ the epoch it read, so an action planned from a stale view fails harmlessly.
 2. **Orphans**: a record whose owner's node is not alive is placed over the live members with
    the strategy (every member computes the same owner); the member chosen claims and starts it
    (``ClaimOrphan``), or, for a temporary child, removes it (``ForgetOrphan``). Orphans no
-   member admits are reported (``Unplaced``).
+   member admits are reported (``Unplaced``). Lightweight orphans are claimed together
+   (``ClaimMany``: one batched compare-and-set, one batched start on the member's host).
 3. **Own records**: a record owned here that is not running is started (``StartOwn``) once its
    ``start_by`` has passed (before that only the driver's ``start_owned`` call may start it);
    when draining, or with active redistribution, children are moved to another member
-   (``Move`` when running, ``Reassign`` when not). With active redistribution a member that
+   (``Move`` when running, ``Reassign`` when not). Lightweight records to start are started
+   together (``StartOwnMany``). With active redistribution a member that
    is not eligible (e.g. the head once a worker is back, under the head rule) moves all of its
    children away, as if draining; with passive redistribution they stay where they are.
 
@@ -47,6 +49,7 @@ from herd.supervisors.strategies import (
 
 __all__ = [
     "Action",
+    "ClaimMany",
     "ClaimOrphan",
     "Exhausted",
     "ExitDecision",
@@ -59,6 +62,7 @@ __all__ = [
     "RunningChild",
     "Snapshot",
     "StartOwn",
+    "StartOwnMany",
     "StopNoQuorum",
     "Unplaced",
     "exhausted_reason",
@@ -139,6 +143,13 @@ class ClaimOrphan:
 
 
 @dataclass(frozen=True)
+class ClaimMany:
+    """``ClaimOrphan`` for many lightweight children at once (in child id order)."""
+
+    records: tuple[ChildRecord, ...]
+
+
+@dataclass(frozen=True)
 class ForgetOrphan:
     """Remove the record of a temporary child whose owner's node is gone."""
 
@@ -151,6 +162,13 @@ class StartOwn:
     """Claim and start a record owned here that is not running."""
 
     record: ChildRecord
+
+
+@dataclass(frozen=True)
+class StartOwnMany:
+    """``StartOwn`` for many lightweight children at once (in child id order)."""
+
+    records: tuple[ChildRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -177,8 +195,8 @@ class Unplaced:
     child_ids: tuple[str, ...]
 
 
-Action = (Fence | StopNoQuorum | ClaimOrphan | ForgetOrphan | StartOwn | Move | Reassign
-          | Unplaced)
+Action = (Fence | StopNoQuorum | ClaimOrphan | ClaimMany | ForgetOrphan | StartOwn
+          | StartOwnMany | Move | Reassign | Unplaced)
 
 
 # ---------------------------------------------------------------------------------- plan
@@ -215,13 +233,18 @@ def _adopt_orphans(s: Snapshot) -> list[Action]:
     unplaced = tuple(sorted(r.child_id for r in orphans if r.child_id not in owners))
     if unplaced:
         actions.append(Unplaced(unplaced))
+    light: list[ChildRecord] = []
     for record in sorted(orphans, key=lambda r: r.child_id):
         if owners.get(record.child_id) != s.node_id:
             continue
         if record.restart == "temporary":
             actions.append(ForgetOrphan(record))
+        elif record.lightweight:
+            light.append(record)
         else:
             actions.append(ClaimOrphan(record))
+    if light:
+        actions.append(ClaimMany(tuple(light)))
     return actions
 
 
@@ -245,11 +268,17 @@ def _run_own(s: Snapshot) -> list[Action]:
         if record.child_id in targets:
             actions.append(Move(record.child_id, s.running[record.child_id].incarnation,
                                 targets[record.child_id]))
+    light: list[ChildRecord] = []
     for record in stopped:
         if record.child_id in targets:
             actions.append(Reassign(record, targets[record.child_id]))
         elif not leaving and (record.start_by or 0.0) <= s.now:
-            actions.append(StartOwn(record))
+            if record.lightweight:
+                light.append(record)
+            else:
+                actions.append(StartOwn(record))
+    if light:
+        actions.append(StartOwnMany(tuple(light)))
     return actions
 
 

@@ -15,8 +15,9 @@ asyncio face (the member actors, which never block their event loop).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ray import cloudpickle
@@ -27,6 +28,7 @@ from herd.registry.errors import EpochConflict
 from herd.supervisors.dynamic.child_record import SUP_META, ChildRecord
 from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
 from herd.supervisors.errors import SupervisorError
+from herd.supervisors.lightweight.handle import LightweightHandle
 from herd.supervisors.otp.spec import ChildSpec
 
 T = TypeVar("T")
@@ -34,6 +36,10 @@ T = TypeVar("T")
 #: Compare-and-set conflicts in a row after which an operation gives up (each conflict means the
 #: record changed without changing what the operation expects, e.g. its holder was cleared).
 CAS_RETRIES = 5
+#: KV reads or writes a member has in flight at once when it handles many children together.
+KV_CONCURRENCY = 500
+#: Above this many records, reading them again is one ``select`` rather than a read each.
+FRESH_ONE_BY_ONE = 16
 
 
 # ------------------------------------------------------------------------------- keys
@@ -110,6 +116,30 @@ async def aload_spec(name: str, child_id: str) -> ChildSpec | None:
     return None if raw is None else cloudpickle.loads(raw)
 
 
+async def aload_specs(name: str, child_ids: Iterable[str]) -> dict[str, ChildSpec | None]:
+    """``aload_spec`` for many children (``KV_CONCURRENCY`` reads in flight)."""
+    ids = list(child_ids)
+    found: dict[str, ChildSpec | None] = {}
+    for first in range(0, len(ids), KV_CONCURRENCY):
+        part = ids[first:first + KV_CONCURRENCY]
+        for child_id, spec in zip(part, await asyncio.gather(
+                *(aload_spec(name, c) for c in part)), strict=True):
+            found[child_id] = spec
+    return found
+
+
+async def asave_specs(name: str, specs: Sequence[ChildSpec]) -> None:
+    for first in range(0, len(specs), KV_CONCURRENCY):
+        await asyncio.gather(*(kv.aput(_spec_key(name, spec.id), cloudpickle.dumps(spec))
+                               for spec in specs[first:first + KV_CONCURRENCY]))
+
+
+async def adelete_specs(name: str, child_ids: Sequence[str]) -> None:
+    for first in range(0, len(child_ids), KV_CONCURRENCY):
+        await asyncio.gather(*(adelete_spec(name, c)
+                               for c in child_ids[first:first + KV_CONCURRENCY]))
+
+
 async def adelete_spec(name: str, child_id: str) -> None:
     await kv.adelete(_spec_key(name, child_id))
     await kv.adelete(_handoff_key(name, child_id))
@@ -138,11 +168,14 @@ async def amark_stopped(name: str, reason: str) -> None:
 
 
 # ------------------------------------------------------------------------- the records
-def info_of(record: ChildRecord, handle: Any,
-            live_nodes: set[str] | None = None) -> DynamicChildInfo:
+def info_of(record: ChildRecord, handle: Any, live_nodes: set[str] | None = None,
+            stats: dict[str, Any] | None = None) -> DynamicChildInfo:
     """What ``which_children`` reports about a record whose holder is ``handle``; with
-    ``live_nodes``, a record whose owner is not among them is ``orphaned``."""
+    ``live_nodes``, a record whose owner is not among them is ``orphaned``; ``stats``: a
+    lightweight child's entry in its host's status (calls, memory)."""
     status: str = record.state
+    if record.lightweight and handle is not None:  # the host: calls go through it
+        handle = LightweightHandle(handle, record.name)
     if live_nodes is not None and record.owner not in live_nodes:
         status = "orphaned"
     elif status == "running" and handle is None:
@@ -151,11 +184,14 @@ def info_of(record: ChildRecord, handle: Any,
         id=record.child_id, name=record.name, node_id=record.owner, region=record.region,
         epoch=record.epoch, incarnation=record.incarnation, restarts=record.restarts,
         failovers=record.failovers, status=status, handle=handle, restart=record.restart,
-        started_at=record.started_at)
+        started_at=record.started_at, kind=record.kind,
+        calls=None if stats is None else stats.get("calls"),
+        memory_bytes=None if stats is None else stats.get("memory_bytes"))
 
 
-def info_from(reg: Registration, live_nodes: set[str] | None = None) -> DynamicChildInfo:
-    return info_of(ChildRecord.from_registration(reg), reg.handle, live_nodes)
+def info_from(reg: Registration, live_nodes: set[str] | None = None,
+              stats: dict[str, Any] | None = None) -> DynamicChildInfo:
+    return info_of(ChildRecord.from_registration(reg), reg.handle, live_nodes, stats)
 
 
 def select_filter(sup: str) -> dict[str, Any]:
@@ -198,6 +234,55 @@ class ChildRecords:
         """Remove the record if it still has ``current``'s epoch (``EpochConflict`` else)."""
         await self.registry.remove(current.name, epoch=current.epoch)
         return True
+
+    async def current(self, child_ids: Sequence[str]) -> dict[str, ChildRecord | None]:
+        """The records of ``child_ids`` as the registry has them now (None: absent)."""
+        if len(child_ids) <= FRESH_ONE_BY_ONE:
+            found = await asyncio.gather(*(self.fresh(c) for c in child_ids))
+            return dict(zip(child_ids, found, strict=True))
+        every = {r.child_id: r for r in await self.all()}
+        return {c: every.get(c) for c in child_ids}
+
+    async def write_many(self, items: Sequence[tuple[ChildRecord, ChildRecord, dict[str, Any]]]
+                         ) -> list[Registration | Exception]:
+        """``write`` for many records in one ``compare_and_set_many``: per item ``(current,
+        new, changes)``, in order, the new registration or the error (returned)."""
+        return await self.registry.compare_and_set_many(
+            [(cur.name, cur.epoch, {"meta": new.to_meta(), **changes})
+             for cur, new, changes in items])
+
+    async def remove_many(self, records: Sequence[ChildRecord]) -> list[Any]:
+        """``remove`` for many records in one ``remove_many`` (errors returned)."""
+        return await self.registry.remove_many([(r.name, r.epoch) for r in records])
+
+    async def retry_many(self, firsts: Sequence[ChildRecord], still: Callable[[ChildRecord], bool],
+                         write: Callable[[list[ChildRecord]], Awaitable[list[Any]]]
+                         ) -> dict[str, Any]:
+        """``retry`` for many records, each write of a round one batch: per child id the
+        result of its write, None when its record is gone or no longer satisfies ``still``,
+        or ``SupervisorError`` after ``CAS_RETRIES`` conflicts. Results other than
+        ``EpochConflict`` (e.g. ``HolderDead``) are returned as they are."""
+        pending: dict[str, ChildRecord | None] = {r.child_id: r for r in firsts}
+        results: dict[str, Any] = {}
+        for _ in range(CAS_RETRIES):
+            ready = [r for r in pending.values() if r is not None and still(r)]
+            results.update({c: None for c, r in pending.items() if r is None or not still(r)})
+            if not ready:
+                return results
+            conflicted = []
+            for record, answer in zip(ready, await write(ready), strict=True):
+                if isinstance(answer, EpochConflict):
+                    conflicted.append(record.child_id)
+                else:
+                    results[record.child_id] = answer
+            if not conflicted:
+                return results
+            pending = await self.current(conflicted)
+        for child_id in pending:
+            results[child_id] = SupervisorError(
+                f"the record of child {child_id!r} of {self.sup!r} kept changing "
+                f"({CAS_RETRIES} conflicts in a row)")
+        return results
 
     async def retry(self, child_id: str, first: ChildRecord | None,
                     still: Callable[[ChildRecord], bool],

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from herd.platform.errors import ConfigError
 from herd.platform.validation import format_validation_error
-from herd.supervisors.otp.spec import ChildSpec, validate_name
+from herd.supervisors.otp.spec import ChildSpec, LightweightHosts, validate_name
 from herd.supervisors.strategies import (
     STRATEGIES,
     DistributionStrategy,
@@ -39,6 +39,8 @@ class DynamicSupervisorOptions(BaseModel):
     ``max_seconds`` (the budget is per child): ``give_up`` removes that child and reports it,
     ``escalate`` stops the supervisor (every later call raises ``SupervisorStopped`` with the
     reason).
+    ``lightweight``: the hosts of its lightweight children, one per member node, created by the
+    member on its node (``node_id`` must stay unset: each member's host runs on its own node).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +54,15 @@ class DynamicSupervisorOptions(BaseModel):
     max_children: int | None = Field(default=None, ge=1)
     on_exhausted: OnExhausted = "give_up"
     registry: str = "default"
+    lightweight: LightweightHosts = Field(default_factory=LightweightHosts)
+
+    @field_validator("lightweight")
+    @classmethod
+    def _check_hosts(cls, value: LightweightHosts) -> LightweightHosts:
+        if value.node_id is not None:
+            raise ValueError("node_id cannot be set: each member hosts its lightweight children "
+                             "on its own node")
+        return value
 
     @field_validator("distribution")
     @classmethod
@@ -107,10 +118,6 @@ def check_child_spec(spec: ChildSpec | dict[str, Any]) -> ChildSpec:
     if child.significant:
         raise ConfigError("dynamic supervisors have no significant children",
                           field="significant", value=True)
-    if child.kind != "actor":
-        raise ConfigError("dynamic supervisors start actor children only (lightweight children "
-                          "run under a static Supervisor for now)", field="kind",
-                          value=child.kind)
     requirements_of(child)
     return child
 
@@ -124,6 +131,9 @@ class DynamicChildInfo:
     ``epoch`` is the record's fencing token; ``incarnation`` counts starts of the child (1 for
     the first); ``status`` is ``running``, ``starting`` (claimed, not yet up), ``moving`` or
     ``orphaned`` (its owner's node is gone and no survivor has claimed it yet).
+    ``kind`` is ``actor`` or ``lightweight``; for a running lightweight child ``calls`` (calls
+    answered by this incarnation) and ``memory_bytes`` (estimate of its state) come from its
+    host (None for actor children, or when its host did not answer).
     """
 
     id: str
@@ -138,3 +148,6 @@ class DynamicChildInfo:
     handle: Any
     restart: str
     started_at: float | None
+    kind: str = "actor"
+    calls: int | None = None
+    memory_bytes: int | None = None

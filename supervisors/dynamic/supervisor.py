@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from herd.platform import rpc
 from herd.platform.control_plane import require_ray
@@ -37,28 +37,23 @@ from herd.platform.gcs import NodeInfo
 from herd.platform.logging import get_logger
 from herd.platform.waiting import time_left
 from herd.registry import Registration, Registry
-from herd.registry.errors import EpochConflict, NotRegistered
 from herd.supervisors.dynamic import records
-from herd.supervisors.dynamic.child_record import ChildRecord, child_name
+from herd.supervisors.dynamic.child_record import ChildRecord
 from herd.supervisors.dynamic.handles import MemberHandles
 from herd.supervisors.dynamic.member import member_handle
-from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec, check_child_spec
+from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
+from herd.supervisors.dynamic.starting import ChildStarter
 from herd.supervisors.errors import (
-    ChildAlreadyStarted,
-    ChildNotFound,
     PlacementError,
-    StartChildError,
     SupervisorError,
     SupervisorStopped,
 )
-from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.otp.spec import ChildSpec, LightweightHosts
 from herd.supervisors.otp.start_failure import describe
-from herd.supervisors.strategies import member_of, requirements_of
+from herd.supervisors.strategies import member_of
 
 log = get_logger("herd.dynamic")
 
-#: Extra time the driver waits for ``start_owned`` beyond the child's own ``start_timeout``.
-START_MARGIN_S = 10.0
 QUORUM_POLL_S = 0.1
 DRAIN_POLL_S = 0.1
 
@@ -72,6 +67,8 @@ class DynamicSupervisor:
         self.strategy = config.strategy()
         self.registry = Registry.start(config.registry)
         self._handles = MemberHandles(config.name)
+        self._starter = ChildStarter(config.name, lambda: self.config, self.strategy,
+                                     self.registry, self._handles, self._check_running)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (_handle_named, (self.name,))
@@ -85,17 +82,21 @@ class DynamicSupervisor:
               redistribution: str = "passive", max_restarts: int = 3, max_seconds: float = 5,
               max_children: int | None = None, *, on_exhausted: str = "give_up",
               distribution_options: dict[str, Any] | None = None, registry: str = "default",
-              reconcile_interval_s: float = 1.0, timeout: float | None = None
+              reconcile_interval_s: float = 1.0, timeout: float | None = None,
+              lightweight: LightweightHosts | dict[str, Any] | None = None
               ) -> DynamicSupervisor:
         """Start (or get, when one with the same settings runs) the supervisor ``name`` with
         one member on every node ``members`` admits. A supervisor of that name that has
-        stopped (e.g. escalated) is cleared away first: its members, records and state."""
+        stopped (e.g. escalated) is cleared away first: its members, records and state.
+        ``lightweight``: the hosts of ``kind="lightweight"`` children (``LightweightHosts``:
+        ``max_children_per_host``, ``lag_threshold_s``, ``kill_grace_s``), one per member."""
         config = DynamicSupervisorSpec.build(
             name=name, members=members, distribution=distribution,
             redistribution=redistribution, max_restarts=max_restarts, max_seconds=max_seconds,
             max_children=max_children, on_exhausted=on_exhausted,
             distribution_options=distribution_options or {}, registry=registry,
-            reconcile_interval_s=reconcile_interval_s)
+            reconcile_interval_s=reconcile_interval_s,
+            lightweight=lightweight if lightweight is not None else LightweightHosts())
         require_ray()
         deadline = time.monotonic() + (timeout or rpc.DEFAULT_TIMEOUT_S)
         existing, stopped = records.load_state(name)
@@ -147,56 +148,25 @@ class DynamicSupervisor:
     def start_child(self, spec: ChildSpec | dict[str, Any],
                     timeout: float | None = None) -> DynamicChildInfo:
         """Place the child with the distribution strategy and start it on that member's node;
-        it is registered as ``<supervisor>/<id>`` (``DynamicChildInfo.name``).
+        it is registered as ``<supervisor>/<id>`` (``DynamicChildInfo.name``). A child of
+        ``kind="lightweight"`` runs in the host actor of that member's node.
 
         Raises ``PlacementError`` at once when no member satisfies its labels/resources,
         ``NoQuorum`` without quorum, ``ChildAlreadyStarted`` for a taken id,
         ``SupervisorStopped`` after the supervisor stopped, and ``StartChildError`` when its
         constructor fails or it does not start in time (no record is left behind then)."""
-        child = check_child_spec(spec)
-        wait_s = timeout or (child.start_timeout + START_MARGIN_S)
-        deadline = time.monotonic() + wait_s
-        self._check_running()
-        regs = (self._records(wait_s)
-                if self.config.max_children is not None or self.strategy.load_aware else [])
-        if self.config.max_children is not None and len(regs) >= self.config.max_children:
-            raise SupervisorError(f"{self.name!r} already has max_children="
-                                  f"{self.config.max_children} children")
-        owner = self._choose(child, regs)
-        record = ChildRecord(sup=self.name, child_id=child.id, owner=owner,
-                             restart=child.restart, start_by=time.time() + wait_s,
-                             requirements=requirements_of(child))
-        try:
-            reg = self.registry.compare_and_set(record.name, 0, meta=record.to_meta(),
-                                                on_holder_death="clear",
-                                                timeout=time_left(deadline))
-        except EpochConflict:
-            raise ChildAlreadyStarted(child.id) from None
-        record = ChildRecord.from_registration(reg)
-        records.save_spec(self.name, child)
-        log.info("child_placed", supervisor=self.name, child_id=child.id, node_id=owner[:12])
-        try:
-            return rpc.get(self._handles.get(owner).start_owned.remote(record, child),
-                           timeout=time_left(deadline), what=f"start_child {child.id!r}")
-        except RayTaskError as exc:
-            if not isinstance(exc.cause, HerdError):  # e.g. args the member cannot unpickle
-                self._abandon(record)
-                raise StartChildError(f"child {child.id!r} failed to start: "
-                                      f"{describe(exc)[0]}") from None
-            raise exc.cause from exc.cause.__cause__  # the member removed the record
-        except RayActorError:  # its member is gone: stopped, or its node died meanwhile
-            self._handles.forget(owner)
-            if self.stopped_reason() is not None:
-                self._abandon(record)
-                self._check_running()
-            return self._await_running(child.id, deadline)  # a survivor fails it over
-        except HerdTimeoutError:
-            # Its member did not answer in time. Remove the record unless the child got
-            # registered meanwhile; a start still in flight then finds it gone and stops.
-            if not self._abandon(record):  # it changed: started (or failed over) after all
-                return records.info_from(self._record(child.id, None))
-            raise StartChildError(f"child {child.id!r} did not start within {wait_s:.1f} s"
-                                  ) from None
+        return self._starter.start_child(spec, timeout)
+
+    def start_children(self, specs: Iterable[ChildSpec | dict[str, Any]],
+                       timeout: float | None = None) -> list[DynamicChildInfo | HerdError]:
+        """Start many children at once: records created in one registry batch, one call per
+        member, lightweight children started in one call on each member's host. Per spec, in
+        order, its ``DynamicChildInfo`` or the error ``start_child`` would have raised
+        (returned, not raised: each child starts or fails on its own, and a failed one leaves
+        no record). Bad specs and ids given twice raise ``ConfigError`` before anything
+        starts; ``SupervisorStopped`` / ``PlacementError`` / ``NoQuorum`` as for
+        ``start_child``."""
+        return self._starter.start_children(specs, timeout)
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop the child (its ``terminate`` hook within its shutdown time) and forget it."""
@@ -232,9 +202,14 @@ class DynamicSupervisor:
         return info
 
     def which_children(self, timeout: float | None = None) -> list[DynamicChildInfo]:
+        """Every child as its record says; lightweight ones with their calls and estimated
+        memory, as their hosts report them."""
         self._check_running()
         live = self._handles.live_ids(timeout)
-        return [records.info_from(reg, live) for reg in self._records(timeout)]
+        regs = self._records(timeout)
+        stats = (self._lightweight_stats(live, timeout)
+                 if any(ChildRecord.is_lightweight(reg) for reg in regs) else {})
+        return [records.info_from(reg, live, stats.get(reg.key)) for reg in regs]
 
     def count_children(self, timeout: float | None = None) -> dict[str, int]:
         """OTP's count_children: specs, active (running with a live holder), workers,
@@ -330,49 +305,37 @@ class DynamicSupervisor:
             for handle in handles:  # their children share their fate
                 ray.kill(handle, no_restart=True)
             self._handles.forget()
-            for reg in self._records(timeout):
-                self.registry.remove(reg.key, timeout=timeout)
+            self.registry.remove_many([reg.key for reg in self._records(timeout)],
+                                      timeout=timeout)
 
-    def _abandon(self, record: ChildRecord) -> bool:
-        """Remove a record this driver created, unless it changed since; and the spec."""
-        try:
-            self.registry.remove(record.name, epoch=record.epoch)
-        except EpochConflict:
-            return False
-        records.delete_spec(self.name, record.child_id)
-        return True
+    def _lightweight_stats(self, live: set[str], timeout: float | None
+                           ) -> dict[str, dict[str, Any]]:
+        """Child name -> its entry in its host's status, from every member's host."""
+        refs = [self._handles.get(node_id).lightweight_status.remote()
+                for node_id in live if member_handle(self.name, node_id) is not None]
+        stats: dict[str, dict[str, Any]] = {}
+        for ref in refs:
+            try:
+                status = rpc.get(ref, timeout=timeout, what="lightweight status")
+            except (HerdError, RayError) as exc:  # reported without stats
+                log.warning("lightweight_status_unavailable", supervisor=self.name,
+                            error=repr(exc))
+                continue
+            stats.update({child["key"]: child for child in status.get("by_child", ())})
+        return stats
 
     def _eligible_nodes(self, include_draining: bool = False) -> list[NodeInfo]:
         return self.config.eligible(self._handles.nodes(), include_draining)
 
     def _records(self, timeout: float | None) -> list[Registration]:
-        regs = self.registry.select(**records.select_filter(self.name), timeout=timeout)
-        return [reg for reg in regs if ChildRecord.is_record_of(reg, self.name)]
+        return self._starter.records(timeout)
 
     def _record(self, child_id: str, timeout: float | None) -> ChildRecord:
-        reg = self.registry.entry(child_name(self.name, child_id), fresh=True, timeout=timeout)
-        if reg is None or not ChildRecord.is_record_of(reg, self.name):
-            raise ChildNotFound(f"no child {child_id!r} under {self.name!r}")
-        return ChildRecord.from_registration(reg)
-
-    def _await_running(self, child_id: str, deadline: float) -> DynamicChildInfo:
-        """The child once a member runs it (after its first owner died while starting it)."""
-        try:
-            reg = self.registry.wait_for(child_name(self.name, child_id),
-                                         timeout=time_left(deadline))
-        except NotRegistered:
-            raise StartChildError(f"child {child_id!r} did not start in time: its node died "
-                                  f"and no survivor started it") from None
-        return records.info_from(reg)
+        return self._starter.record(child_id, timeout)
 
     @staticmethod
     def _loads(regs: Iterable[Registration]) -> dict[str, int]:
         return dict(Counter(_owner(reg) for reg in regs))
-
-    def _choose(self, child: ChildSpec, regs: list[Registration]) -> str:
-        loads = self._loads(regs)
-        members = [member_of(n, loads.get(n.node_id, 0)) for n in self._eligible_nodes()]
-        return self.strategy.choose(child.id, members, requirements_of(child)).id
 
     def _poke_members(self) -> None:
         for node in self.config.hosts(self._handles.nodes()):

@@ -5,7 +5,8 @@ alone) from when the operation is spawned until it ends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from herd.platform.errors import HerdError
@@ -35,15 +36,42 @@ class ChildTasks:
                 async with self._locks.setdefault(child_id, asyncio.Lock()):
                     return await operation()
             finally:
-                self._busy[child_id] -= 1
-                if not self._busy[child_id]:  # nobody holds or waits for the lock
-                    del self._busy[child_id]
-                    self._locks.pop(child_id, None)
+                self._release(child_id)
 
         task = asyncio.get_running_loop().create_task(locked())
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
+
+    def spawn_many(self, child_ids: Iterable[str],
+                   operation: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """Run ``operation`` under the locks of all ``child_ids`` (taken in sorted order, so
+        two operations on overlapping sets cannot deadlock), as one task."""
+        ids = sorted(set(child_ids))
+        for child_id in ids:
+            self._busy[child_id] = self._busy.get(child_id, 0) + 1
+
+        async def locked() -> T:
+            try:
+                async with contextlib.AsyncExitStack() as held:
+                    for child_id in ids:
+                        await held.enter_async_context(
+                            self._locks.setdefault(child_id, asyncio.Lock()))
+                    return await operation()
+            finally:
+                for child_id in ids:
+                    self._release(child_id)
+
+        task = asyncio.get_running_loop().create_task(locked())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _release(self, child_id: str) -> None:
+        self._busy[child_id] -= 1
+        if not self._busy[child_id]:  # nobody holds or waits for the lock
+            del self._busy[child_id]
+            self._locks.pop(child_id, None)
 
     async def wait_all(self, timeout: float) -> None:
         """Wait (up to ``timeout`` seconds) for the operations in flight to end."""

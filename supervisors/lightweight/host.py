@@ -15,6 +15,7 @@ host, per their supervisor's strategy.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from types import FrameType
@@ -37,6 +38,8 @@ log = get_logger("herd.supervisors.lightweight.host")
 #: Calls a host runs at once (every child's call waits in its own mailbox, not in Ray's queue).
 HOST_MAX_CONCURRENCY = 100_000
 WATCHDOG_PREFIX = "supervisors/lightweight-watchdog/"
+#: Children a host starts (or estimates for status) before it yields its loop.
+YIELD_EVERY = 200
 #: Exit status of a host that ended itself because its loop was blocked.
 BLOCKED_EXIT_STATUS = 70
 
@@ -74,9 +77,12 @@ class LightweightHostServer:
 
     async def start_children(self, items: list[tuple[str, Any, tuple[Any, ...], dict[str, Any],
                                                       bool]]) -> list[int | str]:
-        """Start many children in one call; per item its incarnation or why it failed."""
+        """Start many children in one call; per item its incarnation or why it failed. The loop
+        is yielded every ``YIELD_EVERY`` children (the watchdog and the other children run)."""
         started: list[int | str] = []
-        for key, actor, args, kwargs, crash_on_error in items:
+        for index, (key, actor, args, kwargs, crash_on_error) in enumerate(items):
+            if index and not index % YIELD_EVERY:
+                await asyncio.sleep(0)
             try:
                 started.append(self.runtime.start(key, self._class(actor), args, kwargs,
                                                   crash_on_error))
@@ -99,7 +105,14 @@ class LightweightHostServer:
 
     async def status(self, with_children: bool = True) -> dict[str, Any]:
         """Children count, calls, estimated memory (per child too), loop lag, RSS."""
-        return {**self.runtime.status(with_children),
+        by_child = []
+        if with_children:  # estimated in slices: a large host must not stall its loop here
+            children = list(self.runtime.children.values())
+            for first in range(0, len(children), YIELD_EVERY):
+                by_child += [c.stats() for c in children[first:first + YIELD_EVERY]]
+                await asyncio.sleep(0)
+        return {**self.runtime.status(False), "by_child": by_child,
+                "memory_bytes": sum(s["memory_bytes"] for s in by_child),
                 **(self.watchdog.status() if self.watchdog else {}),
                 "owner": self.owner, "pid": os.getpid(), "rss_bytes": _rss_bytes()}
 

@@ -42,6 +42,8 @@ log = get_logger("herd.supervisors.lightweight.link")
 
 HOST_START_TIMEOUT_S = 60.0
 POLL_S = 30.0
+#: Children per ``start_children`` call of ``start_many``.
+START_CHUNK = 1000
 #: Added to a host call's own timeout for the reply to arrive.
 CALL_MARGIN_S = 10.0
 
@@ -66,6 +68,9 @@ class HostLink:
         self.host: ActorHandle | None = None
         self.host_info: dict[str, Any] = {}
         self.last_failure: str | None = None
+        self.culprit: str | None = None
+        """The child the watchdog named when it ended the last host (None if no child was to
+        blame: the host's process or node died, or it was restarted for a stuck child)."""
         self._live: dict[tuple[str, int], tuple[asyncio.Future[str], asyncio.Future[str]]] = {}
         self._early: dict[tuple[str, int], str] = {}
         self._poller: asyncio.Task[Any] | None = None
@@ -85,6 +90,32 @@ class HostLink:
         inc = await _within(host.start_child.remote(key, self._ship(spec.actor), spec.args,
                                                     spec.kwargs, spec.crash_on_error),
                             spec.start_timeout)
+        return self._started(host, key, inc)
+
+    async def start_many(self, items: list[tuple[str, ChildSpec]],
+                         timeout_s: float) -> list[LightweightStart | str]:
+        """Start many children in a few host calls (``START_CHUNK`` children each, sent at
+        once; the host is created if needed); per item, in order, its ``LightweightStart`` or
+        why it did not start (the host's one-line reason). Raises ``RayError`` /
+        ``asyncio.TimeoutError`` when the host fails."""
+        if not items:
+            return []
+        host = await self._host()
+        calls = [(key, self._ship(spec.actor), spec.args, spec.kwargs, spec.crash_on_error)
+                 for key, spec in items]
+        parts = await asyncio.gather(*(
+            _within(host.start_children.remote(calls[first:first + START_CHUNK]), timeout_s)
+            for first in range(0, len(calls), START_CHUNK)))
+        answers = [answer for part in parts for answer in part]
+        return [answer if isinstance(answer, str) else self._started(host, key, answer)
+                for (key, _), answer in zip(items, answers, strict=True)]
+
+    async def ensure(self) -> None:
+        """Create the host now if there is none (so that no process start is on the path of
+        the next start, e.g. a failover)."""
+        await self._host()
+
+    def _started(self, host: ActorHandle, key: str, inc: int) -> LightweightStart:
         loop = asyncio.get_running_loop()
         reported: asyncio.Future[str] = loop.create_future()
         exited: asyncio.Future[str] = loop.create_future()
@@ -156,7 +187,7 @@ class HostLink:
         host = self.host
         if host is None:
             return
-        self.last_failure = why
+        self.last_failure, self.culprit = why, None
         self._log.error("lightweight_host_restart", why=why, children=len(self._live))
         ray.kill(host, no_restart=True)
         self._host_gone(host)
@@ -197,7 +228,7 @@ class HostLink:
     def _host_died(self, host: ActorHandle) -> None:
         if self.host is not host:
             return
-        why = "its process or node died"
+        why, self.culprit = "its process or node died", None
         with contextlib.suppress(Exception):
             raw = kv.get(watchdog_key(self.host_info.get("actor_id") or ""))
             if raw is not None:

@@ -26,7 +26,12 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
 
 from herd.platform import kv, rpc
-from herd.platform.control_plane import HERD_NAMESPACE, get_named, require_ray
+from herd.platform.control_plane import (
+    HERD_NAMESPACE,
+    get_named,
+    off_head_options,
+    require_ray,
+)
 from herd.platform.errors import HerdError
 from herd.platform.waiting import wait_until
 from herd.supervisors.errors import StartChildError, SupervisorError, SupervisorStopped
@@ -88,9 +93,11 @@ class Supervisor:
             raise SupervisorError(f"a supervisor named {name!r} is already running")
         kv.delete(stopped_key(name))  # a fresh start: forget why an earlier one stopped
         try:
+            # Off the head where workers exist: its children fate-share with it, so on the head
+            # a head restart would restart them all.
             handle = SupervisorActor.options(
                 name=actor_name, namespace=HERD_NAMESPACE, lifetime="detached", max_restarts=-1,
-                max_task_retries=0).remote(name, True)
+                max_task_retries=0, **off_head_options()).remote(name, True)
         except ValueError as exc:  # created concurrently by another caller
             raise SupervisorError(f"cannot create supervisor {name!r}: {exc}") from None
         deadline = timeout or sum(c.start_deadline_s() for c in spec.children) + CALL_MARGIN_S

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from herd.supervisors.dynamic.child_record import ChildRecord
 from herd.supervisors.dynamic.planner import (
     Action,
+    ClaimMany,
     ClaimOrphan,
     Exhausted,
     Fence,
@@ -24,6 +25,7 @@ from herd.supervisors.dynamic.planner import (
     RunningChild,
     Snapshot,
     StartOwn,
+    StartOwnMany,
     StopNoQuorum,
     Unplaced,
     on_exit,
@@ -230,6 +232,63 @@ def test_a_member_no_longer_eligible_hands_its_children_back_only_when_active() 
     assert passive == [StartOwn(records[2])]
 
 
+# ------------------------------------------------------------------------- lightweight
+def light_rec(child_id: str, owner: str = ME, incarnation: int = 1, **kw: Any) -> ChildRecord:
+    return rec(child_id, owner, incarnation, kind="lightweight", **kw)
+
+
+def test_lightweight_orphans_are_claimed_in_one_batch_actor_orphans_one_by_one() -> None:
+    """The orphans this member wins: actor ones as ClaimOrphan each, lightweight ones in one
+    ClaimMany (child id order, after the single claims), temporary ones forgotten whatever
+    their kind; the other survivor gets the rest, and no orphan goes to both."""
+    orphans = [light_rec(f"l{i:02}", owner="dead", incarnation=2) for i in range(40)]
+    orphans += [rec(f"a{i}", owner="dead") for i in range(6)]
+    orphans += [light_rec("temp", owner="dead", restart="temporary")]
+    claimed: dict[str, str] = {}
+    for node in (ME, "w1"):
+        actions = plan(snap(orphans, members=[ME, "w1"], node_id=node))
+        many = [a for a in actions if isinstance(a, ClaimMany)]
+        assert len(many) == 1 and actions[-1] is many[0]
+        batch = many[0].records
+        assert [r.child_id for r in batch] == sorted(r.child_id for r in batch)
+        assert all(r.lightweight and r.restart != "temporary" for r in batch)
+        singles = [a.record for a in actions if isinstance(a, (ClaimOrphan, ForgetOrphan))]
+        assert all(not r.lightweight for r in singles if isinstance(r, ClaimOrphan))
+        for record in (*batch, *singles):
+            assert record.child_id not in claimed
+            claimed[record.child_id] = node
+        forgotten = [a.record.child_id for a in actions if isinstance(a, ForgetOrphan)]
+        assert forgotten == (["temp"] if claimed.get("temp") == node else [])
+    assert set(claimed) == {r.child_id for r in orphans}
+    assert set(claimed.values()) == {ME, "w1"}
+
+
+def test_own_lightweight_records_start_in_one_batch() -> None:
+    """Records owned here that do not run (e.g. after their host died and the claim's start
+    failed): lightweight ones in one StartOwnMany, actor ones one StartOwn each; the driver's
+    own start is still waited for; busy and running ones are left alone."""
+    records = [light_rec("l1", incarnation=2, state="starting"), light_rec("l0", incarnation=3),
+               light_rec("busy", incarnation=2), light_rec("up"), rec("a1", incarnation=2),
+               light_rec("new", state="starting", start_by=NOW + 5)]
+    actions = plan(snap(records, {"up": 1}, busy=frozenset({"busy"})))
+    assert actions == [StartOwn(records[4]), StartOwnMany((records[1], records[0]))]
+
+
+def test_draining_moves_lightweight_children_one_by_one() -> None:
+    records = [light_rec("l0"), light_rec("l1", incarnation=2)]
+    actions = plan(snap(records, {"l0": 1}, members=[ME, "w1"], draining=True))
+    assert kinds(actions) == [("Move", "l0"), ("Reassign", "l1")]
+
+
+def test_lightweight_records_keep_their_kind_and_route_through_meta() -> None:
+    record = light_rec("l0", epoch=7)
+    meta = record.to_meta()
+    assert meta["route"] == "call_child" and meta["route_key"] == "s/l0"
+    assert ChildRecord.from_meta(meta, epoch=7) == record
+    assert "route" not in rec("a0").to_meta()
+    assert ChildRecord.from_meta(rec("a0", epoch=20).to_meta(), epoch=20).kind == "actor"
+
+
 # --------------------------------------------------------------------------------- property
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.sampled_from([ME, "w1", "w2", "w3"]), min_size=1, unique=True),
@@ -237,13 +296,15 @@ def test_a_member_no_longer_eligible_hands_its_children_back_only_when_active() 
        st.sampled_from(["hash_ring", "least_loaded", "random"]))
 def test_every_live_orphan_has_at_most_one_claimant(survivors: list[str], owners: list[str],
                                                     strategy: str) -> None:
-    records = [rec(f"c{i}", owner=o, requirements=WEST if i % 3 == 0 else Requirements())
-               for i, o in enumerate(owners)]
+    records = [rec(f"c{i}", owner=o, requirements=WEST if i % 3 == 0 else Requirements(),
+                   kind="lightweight" if i % 2 else "actor") for i, o in enumerate(owners)]
     claimed: dict[str, int] = {}
     for node in survivors:
         for action in plan(snap(records, members=survivors, node_id=node, strategy=strategy)):
-            if isinstance(action, (ClaimOrphan, ForgetOrphan)):
-                claimed[action.record.child_id] = claimed.get(action.record.child_id, 0) + 1
+            batch = (action.records if isinstance(action, ClaimMany) else (action.record,)
+                     if isinstance(action, (ClaimOrphan, ForgetOrphan)) else ())
+            for record in batch:
+                claimed[record.child_id] = claimed.get(record.child_id, 0) + 1
     orphans = {r.child_id: r for r in records if r.owner not in survivors}
     assert all(count == 1 for count in claimed.values())
     has_west = any(s.startswith("w") for s in survivors)

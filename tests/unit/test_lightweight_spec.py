@@ -118,9 +118,14 @@ def test_yaml_apps_take_the_kind_and_the_host_settings() -> None:
         AppSpec.from_dict(app)
 
 
-def test_dynamic_supervisors_refuse_lightweight_children_for_now() -> None:
+def test_dynamic_supervisors_take_lightweight_children_and_host_settings() -> None:
     app = {"name": "app", "supervisors": [
-        {"kind": "dynamic", "name": "workers",
+        {"kind": "dynamic", "name": "workers", "lightweight": {"max_children_per_host": 50},
          "children": [{"id": "light", "actor": "collections:Counter", "kind": "lightweight"}]}]}
-    with pytest.raises(ConfigError, match=r"supervisors\[0\]\.children\[0\]\.kind"):
+    spec = AppSpec.from_dict(app)
+    dynamic = spec.supervisors[0]
+    assert [c.kind for c in dynamic.children] == ["lightweight"]
+    assert dynamic.lightweight.max_children_per_host == 50  # type: ignore[union-attr]
+    app["supervisors"][0]["lightweight"] = {"node_id": "abc"}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"supervisors\[0\]\.lightweight"):
         AppSpec.from_dict(app)

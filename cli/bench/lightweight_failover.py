@@ -1,0 +1,190 @@
+"""``herd bench lightweight`` parts (c) and (d), on a cluster of their own.
+
+(c) Failover of ``failover_children`` lightweight children after a node SIGKILL. A dynamic
+supervisor with members in region us-west starts them all on the only us-west worker with one
+``start_children`` call (its rate is a row too); a second us-west worker joins (passive: nothing
+moves; its member creates its host as soon as it sees lightweight records), then the first is
+SIGKILLed. Timed from the kill: ``detect_s`` until ``ray.nodes()`` shows it dead, ``claimed_s``
+until every record names the survivor, ``registered_s`` until every record has a holder again,
+``answer_s`` until every child has answered a call by name (each ping goes through the holder
+and route the registry names, as ``via`` does). The split: detection, claims (claimed -
+detected), restarts (answered - claimed).
+
+(d) Registry write throughput in the same run: ``register`` one name at a time vs
+``register_many`` (one batch) vs ``compare_and_set_many``, names per second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import ray
+
+from herd.cli.bench.report import bench_cluster
+from herd.platform.cluster import LocalCluster
+from herd.platform.errors import HerdError, HerdTimeoutError
+from herd.platform.gcs import nodes
+from herd.platform.rpc import get
+from herd.platform.waiting import wait_until
+from herd.registry import Registration, Registry
+from herd.supervisors.dynamic.member import member_handle
+from herd.supervisors.dynamic.spec import DynamicChildInfo
+from herd.supervisors.dynamic.supervisor import DynamicSupervisor
+from herd.supervisors.otp.spec import ChildSpec
+
+REGION = "us-west"
+DEADLINE_S = 300.0
+#: Poll of the records while timing (each poll reads every record: not too often).
+POLL_S = 0.25
+SUP = "bench-lw-failover"
+
+
+@ray.remote(num_cpus=0)
+class Holder:
+    """Holds the names of the registry benchmark."""
+
+    def ping(self) -> int:
+        return 1
+
+
+def run(idle: type, failover_children: int, single_registers: int,
+        batch_registers: int) -> list[dict[str, Any]]:
+    """The rows of parts (c) and (d); ``idle``: the benchmark's child class."""
+    with bench_cluster(nodes=2, regions=["us-east", REGION]) as cluster:
+        rows = _failover(cluster, idle, failover_children)
+        rows += _registry(single_registers, batch_registers)
+    return rows
+
+
+# ------------------------------------------------------------------------------ failover
+def _failover(cluster: LocalCluster, idle: type, n: int) -> list[dict[str, Any]]:
+    sup = DynamicSupervisor.start(SUP, members={"region": REGION}, reconcile_interval_s=0.5,
+                                  lightweight={"max_children_per_host": n + 10},
+                                  timeout=DEADLINE_S)
+    try:
+        specs = [ChildSpec(id=f"c{i}", actor=idle, kind="lightweight", shutdown="brutal_kill")
+                 for i in range(n)]
+        began = time.perf_counter()
+        results = sup.start_children(specs, timeout=DEADLINE_S)
+        spawn_s = time.perf_counter() - began
+        failed = [r for r in results if not isinstance(r, DynamicChildInfo)]
+        if failed:
+            raise HerdError(f"{len(failed)} children failed to start: {failed[0]}")
+        victim = next(node for node in cluster.worker_nodes if node.region == REGION)
+        standby = cluster.add_node(region=REGION)
+        wait_until(lambda: _host_ready(standby.node_id), DEADLINE_S,
+                   what="the standby member's host")
+        registry = Registry.start()
+        if {_owner(r) for r in _records(registry)} != {victim.node_id}:
+            raise HerdError("the children are not all on the victim node")
+        times = _kill_and_time(cluster, victim, registry, n)
+    finally:
+        sup.stop(timeout=DEADLINE_S)
+    split = {"detection_s": times["detect_s"],
+             "claims_s": times["claimed_s"] - times["detect_s"],
+             "restarts_s": times["answer_s"] - times["claimed_s"]}
+    return [{"case": "spawn", "kind": "lightweight (DynamicSupervisor.start_children)",
+             "n": n, "seconds": spawn_s, "per_s": n / spawn_s},
+            {"case": "failover", "kind": "lightweight (node SIGKILL)", "n": n, **times,
+             **split, "after_detect_s": times["answer_s"] - times["detect_s"]}]
+
+
+def _host_ready(node_id: str) -> bool:
+    member = member_handle(SUP, node_id)
+    if member is None:
+        return False
+    try:
+        return get(member.stats.remote(), timeout=5, what="member stats")["host"] is not None
+    except Exception:  # not up yet
+        return False
+
+
+def _records(registry: Registry) -> list[Registration]:
+    return registry.select(prefix=f"{SUP}/", timeout=DEADLINE_S)
+
+
+def _owner(reg: Registration) -> str:
+    return str(reg.meta["owner"])
+
+
+def _kill_and_time(cluster: LocalCluster, victim: Any, registry: Registry,
+                   n: int) -> dict[str, float]:
+    times: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch_ray() -> None:
+        while not done.is_set():
+            if any(node.node_id == victim.node_id and not node.alive for node in nodes()):
+                times["detect_s"] = time.time() - killed_at
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch_ray, daemon=True)
+    killed_at = time.time()
+    watcher.start()
+    try:
+        cluster.kill_node(victim)
+        deadline = time.monotonic() + DEADLINE_S
+        regs: list[Registration] = []
+        while "registered_s" not in times:
+            if time.monotonic() > deadline:
+                raise HerdTimeoutError("the children were not all registered again in time")
+            regs = _records(registry)
+            moved = len(regs) == n and all(_owner(r) != victim.node_id for r in regs)
+            if moved and "claimed_s" not in times:
+                times["claimed_s"] = time.time() - killed_at
+            if moved and all(r.handle is not None for r in regs):
+                times["registered_s"] = time.time() - killed_at
+            else:
+                time.sleep(POLL_S)
+        _ping_all(regs, deadline)
+        times["answer_s"] = time.time() - killed_at
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+    if "detect_s" not in times:
+        raise HerdTimeoutError("the killed node was never reported dead")
+    return times
+
+
+def _ping_all(regs: list[Registration], deadline: float) -> None:
+    """One call to every child through the holder and route its record names (as ``via``)."""
+    refs = [getattr(r.handle, r.meta["route"]).remote(r.meta["route_key"], "ping", (), {})
+            for r in regs]
+    get(refs, timeout=max(1.0, deadline - time.monotonic()), what="pings")
+
+
+# ------------------------------------------------------------------------------ registry
+def _registry(single: int, batch: int) -> list[dict[str, Any]]:
+    registry = Registry.start("bench-lw-registry")
+    holder = Holder.remote()
+    get(holder.ping.remote(), timeout=DEADLINE_S, what="holder")
+    try:
+        began = time.perf_counter()
+        for i in range(single):
+            registry.register(f"single/{i}", holder, {"i": i}, timeout=DEADLINE_S)
+        single_s = time.perf_counter() - began
+        began = time.perf_counter()
+        results = registry.register_many([(f"many/{i}", holder, {"i": i}) for i in range(batch)],
+                                         timeout=DEADLINE_S)
+        many_s = time.perf_counter() - began
+        epochs = [(r.key, r.epoch, {"meta": {"i": -1}}) for r in results
+                  if isinstance(r, Registration)]
+        began = time.perf_counter()
+        claimed = registry.compare_and_set_many(epochs, timeout=DEADLINE_S)
+        cas_s = time.perf_counter() - began
+        failures = sum(not isinstance(r, Registration) for r in [*results, *claimed])
+        if failures:
+            raise HerdError(f"{failures} batched registry writes failed")
+        registry.remove_many([f"single/{i}" for i in range(single)]
+                             + [f"many/{i}" for i in range(batch)], timeout=DEADLINE_S)
+    finally:
+        ray.kill(holder)
+    return [{"case": "registry", "kind": "register (one at a time)", "n": single,
+             "seconds": single_s, "per_s": single / single_s},
+            {"case": "registry", "kind": "register_many (one batch)", "n": batch,
+             "seconds": many_s, "per_s": batch / many_s},
+            {"case": "registry", "kind": "compare_and_set_many (one batch)", "n": batch,
+             "seconds": cas_s, "per_s": batch / cas_s}]
