@@ -13,7 +13,8 @@ every promise:
   was acknowledged (then it is absent).
 * ``recovery``: after every injected fault, every anchor child answered again within the bound;
   the old incarnations on a node the GCS declared dead stopped once it could talk again.
-* ``teardown``: no process of the run is left once the cluster was shut down.
+* ``teardown``: no process of the run is left once the cluster was shut down (unless the run
+  left the cluster up: ``skipped``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ __all__ = ["FAULT_KINDS", "ChaosConfig", "parse_duration", "parse_faults"]
 #: (GCS fault tolerance); ``partition``: cut a worker's link, then heal it (isolated nodes).
 FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "child", "control", "head", "partition")
 FaultKind = Literal["kill", "pause", "child", "control", "head", "partition"]
+DEFAULT_FAULTS: tuple[FaultKind, ...] = ("kill", "pause", "child", "control")
 
 _DURATION = re.compile(r"^\s*(?P<number>[-+]?[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -63,7 +64,7 @@ class ChaosConfig(BaseModel):
 
     seed: int = 0
     duration_s: float = Field(120.0, gt=0)
-    faults: list[FaultKind] = Field(default_factory=lambda: ["kill", "pause", "child", "control"])
+    faults: list[FaultKind] = Field(default_factory=lambda: list(DEFAULT_FAULTS))
     #: Mean gap between one fault's recovery and the next fault.
     fault_gap_s: float = Field(8.0, gt=0)
     #: How long a pause or a partition lasts (uniform in this range).

@@ -24,13 +24,13 @@ import ray
 
 from herd.chaos import ledger
 from herd.chaos.config import ChaosConfig
-from herd.chaos.errors import NoTarget
+from herd.chaos.errors import HeadLost, NoTarget
 from herd.chaos.history import History
 from herd.chaos.observe import REGISTRY_PROBE, alive_pids, wait_answering
 from herd.chaos.schedule import PlannedFault
 from herd.chaos.workload import Client
 from herd.platform.control_plane import get_named
-from herd.platform.errors import ConfigError
+from herd.platform.errors import ClusterError, ConfigError
 from herd.platform.gcs import nodes
 from herd.platform.local.cluster import LocalCluster
 from herd.platform.local.node import LocalNode
@@ -80,23 +80,29 @@ class Nemesis:
         self.anchors = [f"a-{i}" for i in range(config.anchor_children)]
 
     # --------------------------------------------------------------------------------- run
-    def run(self, planned: PlannedFault) -> None:
-        """Inject ``planned``, end it after its hold, record its recovery, repair."""
+    def run(self, planned: PlannedFault) -> bool:
+        """Inject ``planned``, end it after its hold, record its recovery, repair; False when
+        the cluster did not recover within the bound."""
         op = self.history.invoke("nemesis", planned.kind,
                                  {"fault": planned.index, "hold_s": planned.hold_s})
         started = time.monotonic()
+        running_before = self._running_children()
         try:
             value, ending, victim = self.inject(planned)
         except NoTarget as exc:
             op.fail({"fault": planned.index, "error": str(exc)})
-            return
+            return True
+        except HeadLost as exc:
+            op.info({"fault": planned.index, "error": str(exc)})
+            raise
         except Exception as exc:  # it may have happened in part: measure the recovery anyway
             log.warning("fault_injection_failed", kind=planned.kind, error=repr(exc))
             value, ending, victim = {"error": f"{type(exc).__name__}: {exc}"}, None, None
             op.info({"fault": planned.index, **value})
         else:
             op.ok({"fault": planned.index, **value})
-        on_victim = self._children_on(victim)
+        on_victim = [(s.tag, s.pid) for s in running_before
+                     if victim is not None and s.node == victim.node_id]
         recover = self.history.invoke("nemesis", "recover",
                                       {"fault": planned.index, "kind": planned.kind})
         deadline = started + self.config.recovery_bound_s
@@ -119,8 +125,9 @@ class Nemesis:
                   "zombies": zombies}
         if silent:
             recover.fail({**result, "missing": sorted(silent)})
-        else:
-            recover.ok(result)
+            return False
+        recover.ok(result)
+        return True
 
     # ------------------------------------------------------------------------------ inject
     def inject(self, planned: PlannedFault) -> tuple[dict[str, Any], Ending | None,
@@ -136,9 +143,9 @@ class Nemesis:
                 return value, None, node
             if kind == "pause":
                 self.cluster.pause_node(node)
-                return value, lambda: self.cluster.resume_node(node), node
-            self.cluster.partition(node)  # type: ignore[attr-defined]
-            return value, lambda: self.cluster.heal(node), node  # type: ignore[attr-defined]
+                return value, lambda: _ignore(self.cluster.resume_node(node)), node
+            self.cluster.partition(node)
+            return value, lambda: self.cluster.heal(node), node
         if kind == "child":
             return self._kill_child(planned), None, None
         if kind == "control":
@@ -147,7 +154,9 @@ class Nemesis:
             # restart_head reconnects this process's driver: no client call may be in flight.
             with self.client.driver_lock:
                 try:
-                    took = self.cluster.restart_head()  # type: ignore[attr-defined]
+                    took = self.cluster.restart_head()
+                except ClusterError as exc:
+                    raise HeadLost(f"the head did not come back: {first_line(exc)}") from exc
                 finally:
                     with contextlib.suppress(Exception):  # its calls will tell
                         self.client.reconnected()
@@ -160,7 +169,8 @@ class Nemesis:
         if len(workers) < MIN_WORKERS:
             raise NoTarget(f"{len(workers)} running workers; a node fault needs "
                            f"{MIN_WORKERS}")
-        return planned.choose(workers)
+        node: LocalNode = planned.choose(workers)
+        return node
 
     def _kill_child(self, planned: PlannedFault) -> dict[str, Any]:
         log_now = ledger.read(self.ledger_path)
@@ -190,13 +200,10 @@ class Nemesis:
         op.ok({"fault": planned.index})
 
     # ------------------------------------------------------------------------------ repair
-    def _children_on(self, node: LocalNode | None) -> list[tuple[str, int]]:
-        """(tag, pid) of the child processes on ``node`` when the fault began."""
-        if node is None or node.node_id is None:
-            return []
-        log_now = ledger.read(self.ledger_path)
-        return [(s.tag, s.pid) for s in log_now.starts
-                if s.node == node.node_id and ledger.process_start_ticks(s.pid) == s.ticks]
+    def _running_children(self) -> list[ledger.Start]:
+        """The incarnations whose processes run now (from the ledger and /proc)."""
+        return [s for s in ledger.read(self.ledger_path).starts
+                if ledger.process_start_ticks(s.pid) == s.ticks]
 
     def _repair(self, planned: PlannedFault, victim: LocalNode | None,
                 on_victim: list[tuple[str, int]]) -> list[int]:
@@ -224,6 +231,15 @@ class Nemesis:
         else:
             op.ok({"fault": planned.index, "node": node.name})
         return zombies
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _ignore(_result: object) -> None:
+    """An ending returns nothing (``resume_node`` returns the node)."""
 
 
 def _declared_dead(node: LocalNode) -> bool:

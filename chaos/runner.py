@@ -19,6 +19,7 @@ from typing import Any
 from herd.chaos import ledger
 from herd.chaos.checker import Violation, check
 from herd.chaos.config import ChaosConfig
+from herd.chaos.errors import HeadLost
 from herd.chaos.faults import Nemesis
 from herd.chaos.history import History
 from herd.chaos.observe import alive_pids, final_state, leftover_processes, run_pids, wait_answering
@@ -63,33 +64,42 @@ def run(config: ChaosConfig, cluster: LocalCluster, ledger_path: Path,
     client.start_anchors()
     nemesis = Nemesis(config, cluster, history, ledger_path, client)
     client.begin()
+    lost: HeadLost | None = None
     try:
         _drive(config, nemesis, history, say)
-    finally:
-        client.end(config.op_timeout_s * 2 + 5)
+    except HeadLost as exc:
+        lost = exc
+    finally:  # after a lost head the client's calls hang until their timeouts: do not wait
+        client.end(1.0 if lost is not None else config.op_timeout_s * 2 + 5)
     if client.error is not None:
         history.record("runner", "client_error", repr(client.error))
-    say("settling: waiting for every child to answer")
-    tags = client.live_tags()
-    _settle(config, tags, ledger_path)
-    log_now = ledger.read(ledger_path)
-    history.record("observer", "final",
-                   final_state(config.supervisor, tags, log_now, config.recovery_bound_s))
-    _stop_supervisor(client.sup, history)
-    if shutdown:
+    if lost is not None:  # nothing answers any more: report before Ray ends this driver
+        say(f"aborted: {lost}")
+        history.record("observer", "final", {"error": f"run aborted: {lost}"})
+    else:
+        say("settling: waiting for every child to answer")
+        tags = client.live_tags()
+        _settle(config, tags, ledger_path)
+        history.record("observer", "final", final_state(
+            config.supervisor, tags, ledger.read(ledger_path), config.recovery_bound_s))
+        _stop_supervisor(client.sup, history)
+    if shutdown or lost is not None:
         say("shutting the cluster down")
         _teardown(cluster, ledger.read(ledger_path), history)
-    violations = check(history, ledger.read(ledger_path), config.recovery_bound_s)
+    else:
+        history.record("observer", "teardown", {"skipped": True, "leftover_pids": []})
+    log_end = ledger.read(ledger_path)
+    violations = check(history, log_end, config.recovery_bound_s)
     if client.error is not None:
         violations.append(Violation("harness", "client", f"the client thread failed: "
                                                          f"{client.error!r}"))
-    summary = summarize(config, history, violations, time.monotonic() - began)
+    summary = summarize(config, history, violations, time.monotonic() - began, log_end)
     return RunResult(config, history, violations, summary)
 
 
 def _drive(config: ChaosConfig, nemesis: Nemesis, history: History, say: Progress) -> None:
     """Run the planned faults in order (each only after the previous one recovered) until the
-    duration is over."""
+    duration is over, or until a fault is not recovered from within the bound."""
     start = time.monotonic()
     end = start + config.duration_s
     for planned in plan_faults(config):
@@ -101,7 +111,10 @@ def _drive(config: ChaosConfig, nemesis: Nemesis, history: History, say: Progres
             return
         say(progress_line(history, start, config.duration_s,
                           f"fault {planned.index}: {planned.kind}"))
-        nemesis.run(planned)
+        if not nemesis.run(planned):
+            # More faults would only bury the first failure (and stretch the run): check now.
+            log.warning("chaos_not_recovered", fault=planned.index, kind=planned.kind)
+            return
     while time.monotonic() < end:
         say(progress_line(history, start, config.duration_s))
         time.sleep(min(PROGRESS_EVERY_S, max(0.0, end - time.monotonic())))

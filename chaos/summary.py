@@ -12,6 +12,7 @@ from typing import Any
 from herd.chaos.checker import Violation
 from herd.chaos.config import ChaosConfig
 from herd.chaos.history import History
+from herd.chaos.ledger import LedgerLog
 
 __all__ = ["is_fault", "percentile", "recovery_times", "summarize", "write_report"]
 
@@ -41,7 +42,7 @@ def recovery_times(history: History) -> dict[str, list[float]]:
 
 
 def summarize(config: ChaosConfig, history: History, violations: list[Violation],
-              elapsed_s: float) -> dict[str, Any]:
+              elapsed_s: float, ledger: LedgerLog | None = None) -> dict[str, Any]:
     faults: Counter[str] = Counter()
     failed_faults: Counter[str] = Counter()
     operations: dict[str, Counter[str]] = defaultdict(Counter)
@@ -62,6 +63,8 @@ def summarize(config: ChaosConfig, history: History, violations: list[Violation]
         "faults_not_injected": dict(sorted(failed_faults.items())),
         "operations": {f: dict(sorted(c.items())) for f, c in sorted(operations.items())},
         "recovery": recovery,
+        "ledger": ({"starts": len(ledger.starts), "writes": len(ledger.writes),
+                    "writers": len({w.pid for w in ledger.writes})} if ledger else None),
         "violations": [v.to_dict() for v in violations],
         "replay": config.replay,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,8 @@ class ProgressLine:
 
     def __call__(self, text: str) -> None:
         if self.tty:
-            echo(f"\r\033[K{text}", nl=False)
+            width = shutil.get_terminal_size().columns - 1
+            echo(f"\r\033[K{text[:width]}", nl=False)
             self.open = True
         elif time.monotonic() - self.last >= QUIET_PROGRESS_EVERY_S:
             echo(text)

@@ -55,6 +55,14 @@ def off_head_options() -> dict[str, Any]:
             "fallback_strategy": [{"label_selector": {}}]}
 
 
+def prefer_node_options(node_id: str) -> dict[str, Any]:
+    """Options that place an actor on ``node_id`` while it can take it, elsewhere otherwise
+    (a label selector with a fallback: unlike soft node affinity, it also holds for actors that
+    request no resources)."""
+    return {"label_selector": {RAY_NODE_ID_LABEL: node_id},
+            "fallback_strategy": [{"label_selector": {}}]}
+
+
 def control_plane_options(name: str, *, max_concurrency: int = 1000,
                           node_id: str | None = None) -> dict[str, Any]:
     """``.options(...)`` for a named herd service actor: get-or-create, detached, restartable,

@@ -6,9 +6,10 @@ Async actors must never block their event loop: they ``await aget(ref, ...)`` in
 actor, ``ray.nodes()``) go through ``blocking``: a dedicated, bounded thread pool, so they never
 compete with asyncio's default executor (6 threads on a 2-core machine) or block the loop.
 
-While the cluster's head is down (GCS unreachable), a call that times out, or fails because its
-actor is unreachable, raises :class:`ClusterUnavailable` (a ``HerdTimeoutError``) within its
-timeout: with GCS fault tolerance, calls work again once the head is back.
+While the cluster's head is down (GCS unreachable), a call that times out, or fails with an
+actor error, raises :class:`ClusterUnavailable` (a ``HerdTimeoutError``) within its timeout, so
+that no caller reacts to an outage by re-creating actors (which would block until the GCS is
+back); with GCS fault tolerance, calls work again once the head is back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from herd.platform.connection import gcs_outage
 from herd.platform.errors import ClusterUnavailable, HerdTimeoutError
@@ -38,16 +39,17 @@ _blocking_pool = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="herd-b
 def get(refs: Any, timeout: float | None = None, what: str = "remote call") -> Any:
     """``ray.get`` with a deadline (default ``HERD_CALL_TIMEOUT_S``, 30 s).
 
-    Raises ``HerdTimeoutError`` naming ``what`` when the deadline passes, ``ClusterUnavailable``
-    when the deadline passes or the actor is unreachable while the GCS does not answer; the
-    remote errors themselves (``RayActorError``, task exceptions) propagate unchanged.
+    Raises ``HerdTimeoutError`` naming ``what`` when the deadline passes. While the GCS does not
+    answer, a timeout or an actor error (unreachable, or seen dead: nobody can tell without the
+    GCS) raises ``ClusterUnavailable`` instead. Otherwise the remote errors themselves
+    (``RayActorError``, task exceptions) propagate unchanged.
     """
     deadline = DEFAULT_TIMEOUT_S if timeout is None else timeout
     try:
         return ray.get(refs, timeout=deadline)
     except GetTimeoutError as exc:
         raise unavailable(what, gcs_outage()) or timed_out(what, deadline) from exc
-    except ActorUnavailableError as exc:
+    except RayActorError as exc:
         outage = unavailable(what, gcs_outage())
         if outage is None:
             raise
@@ -66,7 +68,7 @@ async def aget(ref: Awaitable[T] | concurrent.futures.Future[T], timeout: float 
     except (asyncio.TimeoutError, GetTimeoutError) as exc:
         outage = unavailable(what, await blocking(gcs_outage))
         raise outage or timed_out(what, deadline) from exc
-    except ActorUnavailableError as exc:
+    except RayActorError as exc:
         outage = unavailable(what, await blocking(gcs_outage))
         if outage is None:
             raise

@@ -131,7 +131,10 @@ def _supervisor_spawn(sup: Supervisor, kind: str, n: int) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     if kind == "actor":
         pids = [c.pid for c in sup.which_children() if c.id.startswith("actor-")]
-        per_child: float | str = sum(_rss(pid) for pid in pids) / len(pids)
+        sizes = [_rss(pid) for pid in pids]
+        # A node started in its own PID namespace reports pids this process cannot see.
+        per_child: float | str = ("" if not sizes or None in sizes
+                                  else sum(s or 0 for s in sizes) / len(sizes))
     else:
         per_child = ""  # the host's RSS per child is measured on the batch row
     return {"case": "spawn", "kind": f"{kind} (start_child)", "n": n, "seconds": seconds,
@@ -159,11 +162,15 @@ def _restarts(sup: Supervisor, child_id: str, kind: str, n: int) -> dict[str, An
     return {"case": "restart", "kind": kind, "n": n, **summary_ms(samples)}
 
 
-def _rss(pid: int | None) -> int:
+def _rss(pid: int | None) -> int | None:
+    """The RSS of process ``pid``; None if this process cannot see it."""
     if pid is None:
-        return 0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

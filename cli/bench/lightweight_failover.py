@@ -74,8 +74,8 @@ def _failover(cluster: LocalCluster, idle: type, n: int) -> list[dict[str, Any]]
             raise HerdError(f"{len(failed)} children failed to start: {failed[0]}")
         victim = next(node for node in cluster.worker_nodes if node.region == REGION)
         standby = cluster.add_node(region=REGION)
-        wait_until(lambda: _host_ready(standby.node_id), DEADLINE_S,
-                   what="the standby member's host")
+        wait_until(lambda: _standby_ready(standby.node_id, n), DEADLINE_S,
+                   what="the standby member's host and specs")
         registry = Registry.start()
         if {_owner(r) for r in _records(registry)} != {victim.node_id}:
             raise HerdError("the children are not all on the victim node")
@@ -91,14 +91,17 @@ def _failover(cluster: LocalCluster, idle: type, n: int) -> list[dict[str, Any]]
              **split, "after_detect_s": times["answer_s"] - times["detect_s"]}]
 
 
-def _host_ready(node_id: str) -> bool:
+def _standby_ready(node_id: str, n: int) -> bool:
+    """The standby member runs its host and has read the specs ahead (as it would have had
+    time to in a cluster that has run for a while)."""
     member = member_handle(SUP, node_id)
     if member is None:
         return False
     try:
-        return get(member.stats.remote(), timeout=5, what="member stats")["host"] is not None
+        stats = get(member.stats.remote(), timeout=5, what="member stats")
     except Exception:  # not up yet
         return False
+    return stats["host"] is not None and stats["specs_cached"] >= n
 
 
 def _records(registry: Registry) -> list[Registration]:
@@ -150,10 +153,25 @@ def _kill_and_time(cluster: LocalCluster, victim: Any, registry: Registry,
 
 
 def _ping_all(regs: list[Registration], deadline: float) -> None:
-    """One call to every child through the holder and route its record names (as ``via``)."""
-    refs = [getattr(r.handle, r.meta["route"]).remote(r.meta["route_key"], "ping", (), {})
-            for r in regs]
-    get(refs, timeout=max(1.0, deadline - time.monotonic()), what="pings")
+    """One answered call from every child, through the holder and route its record names (as
+    ``via``); a call that fails (e.g. the child was still starting past the host's wait) is
+    sent again."""
+    pending = {r.key: r for r in regs}
+    while pending:
+        if time.monotonic() > deadline:
+            raise HerdTimeoutError(f"{len(pending)} children never answered")
+        refs = {getattr(r.handle, r.meta["route"]).remote(r.meta["route_key"], "ping", (), {}):
+                key for key, r in pending.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs),
+                            timeout=max(1.0, deadline - time.monotonic()))
+        for ref in ready:
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayError:
+                continue
+            del pending[refs[ref]]
+        if pending:
+            time.sleep(POLL_S)
 
 
 # ------------------------------------------------------------------------------ registry

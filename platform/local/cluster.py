@@ -61,7 +61,7 @@ class LocalCluster:
     ``region``/``zone`` and a ``region:<name>`` custom resource as a fallback selector.
     Token authentication is on unless ``auth="disabled"``; the token lives in the run
     directory with mode 0600. GCS fault tolerance is on unless ``gcs_fault_tolerance=False``
-    (RocksDB storage in the run dir, head in its own PID namespace: :meth:`restart_head`).
+    (RocksDB storage in the run dir: :meth:`restart_head`).
     """
 
     def __init__(self, nodes: int = 3, regions: list[str] | None = None,
@@ -194,7 +194,8 @@ class LocalCluster:
         target = self._node(node)
         if target.state == "paused":
             self.resume_node(target)
-        processes.terminate(target.leader_pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target.leader_pid, signal.SIGTERM)
         left = processes.wait_session_gone(target.leader_pid, timeout_s)
         if left:
             processes.kill_session(target.leader_pid)
@@ -267,7 +268,8 @@ class LocalCluster:
                 processes.kill_session(node.leader_pid)  # cut off, it cannot stop gracefully
         for node in reversed(self.nodes):
             if node.leader_pid:
-                processes.terminate(node.leader_pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.leader_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s / 2
         for node in self.nodes:
             processes.wait_session_gone(node.leader_pid, max(0.0, deadline - time.monotonic()))

@@ -5,12 +5,13 @@ With fault tolerance on (the default), the GCS keeps its tables in RocksDB under
 a head started again on the same port and storage path restores the cluster: worker raylets
 reconnect within ``RAY_gcs_rpc_server_reconnect_timeout_s`` and their actors keep running.
 
-The head runs in a PID namespace of its own (``unshare --pid --fork --mount-proc``), on its first
-start as on every restart: ``ray start --head`` refuses to start while a worker raylet of the same
-cluster runs on this machine (it scans the processes it can see), and inside the namespace it sees
-only its own. From this machine's ``/proc`` every process of the namespace is still in the session
-of the ``unshare`` process (herd's node leader), so :mod:`herd.platform.local.processes` finds,
-signals and kills them as for any node.
+``ray start --head`` refuses to start when the address recorded in its temp dir
+(``ray_current_cluster``, written by the previous head) is the address a running raylet of this
+machine names as its GCS: on a restart, every worker raylet of the cluster does. The head's own
+record of the address is therefore removed before every start (the first one included), which
+keeps the head a plain ``ray start`` whose processes are real pids of this machine (running it in a
+PID namespace of its own, the other way out, would make the pids its actors report useless to
+anyone who signals them).
 
 What a driver on this machine sees (measured on Ray 2.60): it is attached to the head's raylet.
 While the head is down, calls to actors on workers that it already reached keep working; GCS
@@ -25,10 +26,6 @@ and handles from before are useless afterwards (a new job): get them again by na
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -44,40 +41,23 @@ from herd.platform.local.launch import Launch, NodeLauncher
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
 
-__all__ = ["GCS_STORAGE_DIR", "HEAD_RESTART_TIMEOUT_S", "HeadProcess", "pid_namespace_command"]
+__all__ = ["ADDRESS_FILE", "GCS_STORAGE_DIR", "HEAD_RESTART_TIMEOUT_S", "HeadProcess",
+           "driver_namespace"]
 
 log = get_logger("herd.local_cluster")
 
 GCS_STORAGE_DIR = "gcs-storage"
+ADDRESS_FILE = "ray_current_cluster"  # Ray's record of the last `ray start` in a temp dir
+# Worker raylets and drivers exit when the GCS is gone for RAY_gcs_rpc_server_reconnect_timeout_s
+# (Ray's default: 60 s); a restart that takes longer comes back to an empty cluster.
 HEAD_RESTART_TIMEOUT_S = 90.0
-# How long the worker raylets (and drivers) wait for a GCS that went away before they exit.
-# Ray's default; a head restart must complete well within it.
-GCS_RECONNECT_TIMEOUT_S = 60
-PROBE_TIMEOUT_S = 10.0
-
-
-@functools.cache
-def pid_namespace_command() -> tuple[str, ...]:
-    """The prefix that runs a command in a PID namespace of its own: plain ``unshare`` as root,
-    with a user namespace (``--map-root-user``) otherwise; empty when neither is permitted."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    base = (unshare, "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM")
-    for prefix in (base, (unshare, "--user", "--map-root-user", *base[1:])):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            probe = subprocess.run([*prefix, "true"], capture_output=True,
-                                   timeout=PROBE_TIMEOUT_S, check=False)
-            if probe.returncode == 0:
-                return prefix
-    return ()
 
 
 class HeadProcess:
     """How one cluster's head is started, and how it is started again after a crash.
 
-    ``fault_tolerant`` turns on GCS storage in RocksDB and the head's own PID namespace; without
-    it the head starts as any node does and :meth:`restart` refuses.
+    ``fault_tolerant`` turns on GCS storage in RocksDB; without it the head starts as any node
+    does and :meth:`restart` refuses.
     """
 
     def __init__(self, launcher: NodeLauncher, run_dir: Path, fault_tolerant: bool) -> None:
@@ -90,19 +70,7 @@ class HeadProcess:
         """The head's own environment on top of the cluster's."""
         if not self.fault_tolerant:
             return {}
-        return {"RAY_gcs_storage": "rocksdb", "RAY_gcs_storage_path": str(self.storage_path),
-                "RAY_gcs_rpc_server_reconnect_timeout_s": str(GCS_RECONNECT_TIMEOUT_S)}
-
-    def command_prefix(self) -> list[str]:
-        if not self.fault_tolerant:
-            return []
-        prefix = pid_namespace_command()
-        if not prefix:
-            raise ClusterError(
-                "GCS fault tolerance needs the head in a PID namespace of its own (`unshare "
-                "--pid --fork --mount-proc`), which this machine does not permit; start the "
-                "cluster with gcs_fault_tolerance=False")
-        return list(prefix)
+        return {"RAY_gcs_storage": "rocksdb", "RAY_gcs_storage_path": str(self.storage_path)}
 
     def start(self, node: LocalNode, args: list[str], nodes: list[LocalNode]) -> Launch:
         """Launch the head (``args`` are its whole ``ray start`` arguments, kept for restarts);
@@ -110,8 +78,8 @@ class HeadProcess:
         self.args = list(args)
         if self.fault_tolerant:
             self.storage_path.mkdir(parents=True, exist_ok=True)
-        return self.launcher.launch(node, self.args, nodes, prefix=self.command_prefix(),
-                                    env=self.env())
+        self._forget_address(node)
+        return self.launcher.launch(node, self.args, nodes, env=self.env())
 
     def check_restartable(self) -> None:
         """``ClusterError`` unless this head can be restarted with its state."""
@@ -141,15 +109,19 @@ class HeadProcess:
             raise ClusterError(f"head: pids {survivors} survived SIGKILL")
         node.state = "killed"
         log.info("head_killed", node_id=old_id, address=address)
+        self._forget_address(node)
         # A scratch list: the node is already one of the cluster's nodes.
-        launch = self.launcher.launch(node, self.args, [], prefix=self.command_prefix(),
-                                      env=self.env())
+        launch = self.launcher.launch(node, self.args, [], env=self.env())
         node.node_id = self._wait_new_head(launch, address, old_id, began + timeout_s)
         node.state = "running"
         took = time.monotonic() - began
         log.info("head_restarted", old_node_id=old_id, node_id=node.node_id,
                  seconds=round(took, 3))
         return took
+
+    def _forget_address(self, node: LocalNode) -> None:
+        """Remove the previous head's record of the cluster address (see the module's docs)."""
+        (self.launcher.ray_tmp / node.name / ADDRESS_FILE).unlink(missing_ok=True)
 
     def _wait_new_head(self, launch: Launch, address: str, old_id: str | None,
                        deadline: float) -> str:

@@ -124,11 +124,11 @@ class NodeLauncher:
         return args
 
     def launch(self, node: LocalNode, args: list[str], nodes: list[LocalNode],
-               prefix: list[str] | None = None, env: dict[str, str] | None = None) -> Launch:
+               env: dict[str, str] | None = None) -> Launch:
         """Run ``ray start ARGS`` for ``node`` in a session of its own; appends it to ``nodes``.
-        ``prefix`` runs it under a wrapper (the head's PID namespace); ``env`` adds variables."""
+        ``env`` adds variables (the head's GCS storage)."""
         log_path = self.run_dir / "logs" / f"{node.name}.log"
-        command = [*(prefix or []), ray_executable(), "start", *args]
+        command = [ray_executable(), "start", *args]
         if self.network is not None:
             command = self.network.command(node.name, command)
         with open(log_path, "ab") as out:

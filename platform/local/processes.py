@@ -3,7 +3,6 @@ in the session of its leader (Ray's workers change their process group, not thei
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -34,33 +33,6 @@ def session_pids(leader: int) -> list[int]:
         if entry.isdigit() and session_of(int(entry)) == leader:
             pids.append(int(entry))
     return sorted(pids)
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (live or zombie)."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-        found = [Path(f"/proc/{pid}/task/{t}/children").read_text().split() for t in tasks]
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return sorted({int(child) for listed in found for child in listed})
-
-
-def pid_namespace(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-
-
-def terminate(leader: int) -> None:
-    """SIGTERM a node's leader; when it runs the node in a PID namespace of its own (``unshare
-    --fork``, which does not pass signals on), the namespace's init gets it too."""
-    targets = [leader] + [child for child in children(leader)
-                          if pid_namespace(child) not in (None, pid_namespace(leader))]
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
 
 
 def signal_session(leader: int, sig: signal.Signals) -> list[int]:

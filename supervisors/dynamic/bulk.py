@@ -2,12 +2,16 @@
 
 A node failover, the death of a host or a driver's ``start_children`` hands a member thousands
 of lightweight children together. One at a time, each would cost two registry writes and a
-host call; here a batch costs one ``compare_and_set_many`` to claim (same fencing epochs as a
-single claim: each item compares the epoch it read), one ``start_children`` call on the
-member's host, which runs already, and one ``compare_and_set_many`` that names the host as the
-holder of every child started. Each item succeeds or fails on its own; an item whose record
-changed is re-read and retried while it still names the owner and incarnation expected
-(``ChildRecords.retry_many``), as the single path does.
+host call; here a claim costs one ``compare_and_set_many`` (same fencing epochs as a single
+claim: each item compares the epoch it read) that already names the member's host -- which
+runs before any failover -- as the holder, and one ``start_children`` call per
+``START_CHUNK`` children on that host. The host is told first which names are about to start
+there (``expect``), so a call routed to it between the claim and the start waits for the
+child rather than failing. The driver's ``start_children`` keeps two writes per batch (records
+created without holder, then named once started), so that a child that fails to start leaves
+no record. Each item succeeds or fails on its own; an item whose record changed is re-read and
+retried while it still names the owner and incarnation expected (``ChildRecords.retry_many``),
+as the single path does.
 
 Exits of lightweight children are gathered for ``EXIT_BATCH_S`` and handled together: a host's
 death ends all its children at the same moment.
@@ -26,6 +30,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from ray.actor import ActorHandle
 
 from herd.registry import HolderDead, Registration
 from herd.supervisors.dynamic import records
@@ -62,45 +68,79 @@ class BulkOps(ExecutorBase):
 
     # ------------------------------------------------------------------------ claims
     async def claim_and_start_many(self, wanted: Sequence[ChildRecord], failover: bool = False,
-                                   restarted: bool = False) -> None:
+                                   restarted: bool = False, holders_dead: bool = False) -> None:
         """Claim incarnation + 1 of each record (while it still names its owner and
-        incarnation) and start the children here, in batches."""
+        incarnation) and start the children on this member's host, in batches.
+
+        One registry write per child: the claim names the host as holder already (the host
+        runs before the claim; it is told to hold calls to these names until they start), so
+        callers wait on the host for the start instead of on the registry for a second write.
+        ``holders_dead``: the records' holders died (a node or a host): first let the
+        registry clear them (``_holders_cleared``)."""
         wanted = [r for r in wanted if r.child_id not in self.running]
         if self.halted or not wanted:
             return
         began = time.monotonic()
-        if failover and any(r.has_holder for r in wanted):
+        if (failover or holders_dead) and any(r.has_holder for r in wanted):
             wanted = await self._holders_cleared(wanted)
         specs = await self.specs_of(wanted)
-        specs_s = time.monotonic() - began
         for record in wanted:
             if specs[record.child_id] is None and self.expired(record):  # it can never start
                 await self.forget(record, record.owner, record.incarnation,
                                   "its spec is missing")
         ready = [r for r in wanted if specs[r.child_id] is not None]
+        if not ready:
+            return
+        try:
+            host = await self.link.ensure()
+            await self.link.expect(host, [r.name for r in ready])
+        except Exception as exc:  # no host now: a later reconcile round tries again
+            self.log.warning("lightweight_host_unavailable", error=repr(exc))
+            self.wake()
+            return
+        prepared_s = time.monotonic() - began
         expect = {r.child_id: (r.owner, r.incarnation) for r in ready}
         down_at = {r.child_id: self.down_at(r.owner) for r in ready} if failover else {}
-        region = self.region()
+        region, now = self.region(), time.time()
 
         async def claim(batch: list[ChildRecord]) -> list[Any]:
             return await self.store.write_many(
-                [(r, r.claimed(self.node_id, region, failover=failover, restarted=restarted),
-                  {"handle": None}) for r in batch])
+                [(r, r.claimed(self.node_id, region, failover=failover, restarted=restarted)
+                  .started(region, now), {"handle": host, "on_holder_death": "clear"})
+                 for r in batch])
 
         results = await self.store.retry_many(ready, lambda r: r.names(*expect[r.child_id]),
                                               claim)
         claimed = [ChildRecord.from_registration(reg) for reg in results.values()
                    if isinstance(reg, Registration)]
-        ready_specs = {r.child_id: spec for r in claimed
-                       if (spec := specs[r.child_id]) is not None}
         errors = [repr(e) for e in results.values() if isinstance(e, Exception)]
         if len(claimed) < len(ready):
             self.wake()
         self.log.info("children_claimed", count=len(claimed), failover=failover,
                       lost=len(ready) - len(claimed), errors=errors[:3],
-                      specs_s=round(specs_s, 3),
-                      claims_s=round(time.monotonic() - began - specs_s, 3))
-        await self.launch_many(claimed, ready_specs, first=False, down_at=down_at)
+                      prepare_s=round(prepared_s, 3),
+                      claims_s=round(time.monotonic() - began - prepared_s, 3))
+        ready_specs = {r.child_id: spec for r in claimed
+                       if (spec := specs[r.child_id]) is not None}
+        await self._start_claimed(claimed, ready_specs, down_at, host)
+
+    async def _start_claimed(self, claimed: Sequence[ChildRecord], specs: dict[str, ChildSpec],
+                             down_at: dict[str, float | None], host: ActorHandle) -> None:
+        """Start the children whose claims named ``host`` as their holder, on it."""
+        started, failed = await self._start_on_host(claimed, specs, host)
+        if self.halted:
+            await asyncio.gather(*(stop_run(run, SUPERSEDED, brutal=True) for _, run in started))
+            return
+        now = time.time()
+        for record, run in started:
+            self.running.add(record.child_id, run)
+            self.watch_lightweight(record.child_id, run)
+            at = down_at.get(record.child_id)
+            if at is not None:
+                self.metrics.failed_over(now - at)
+        self.log.info("children_started", count=len(started), failed=len(failed),
+                      host_pid=self.link.host_info.get("pid"))
+        await self._failed_many(failed, first=False)
 
     async def _holders_cleared(self, wanted: list[ChildRecord]) -> list[ChildRecord]:
         """The records, once the registry has cleared the holders the dead node had (or
@@ -125,10 +165,39 @@ class BulkOps(ExecutorBase):
         if not claimed:
             return {}
         began = time.monotonic()
+        started, failed = await self._start_on_host(claimed, specs)
+        outcomes: dict[str, Outcome] = {}
+        if self.halted:
+            await asyncio.gather(*(stop_run(run, SUPERSEDED, brutal=True) for _, run in started))
+            if first:
+                await self.forget_many([r for r, _ in started] + [r for r, _ in failed],
+                                       "supervisor stopped")
+                stopped = SupervisorStopped(f"dynamic supervisor {self.sup!r} has stopped")
+                return {r.child_id: stopped for r in claimed}
+            return {}
+        for record, run in started:
+            self.running.add(record.child_id, run)
+            self.watch_lightweight(record.child_id, run)
+        self.log.info("children_launched", count=len(started), failed=len(failed),
+                      host_s=round(time.monotonic() - began, 3))
+        outcomes.update(await self._name_holder(started, first, down_at or {}))
+        outcomes.update(await self._failed_many(failed, first))
+        return outcomes
+
+    async def _start_on_host(self, claimed: Sequence[ChildRecord], specs: dict[str, ChildSpec],
+                             on: ActorHandle | None = None
+                             ) -> tuple[list[tuple[ChildRecord, Running]],
+                                        list[tuple[ChildRecord, StartChildError]]]:
+        """Start the children of ``claimed`` on the host in one batch (``on``: only on that
+        host, the one their records name): those started (not yet watched) and those that
+        failed, with why."""
+        if not claimed:
+            return [], []
         items = [(r.name, specs[r.child_id]) for r in claimed]
         timeout = max(s.start_timeout for _, s in items) + BATCH_START_MARGIN_S
         try:
-            answers: list[LightweightStart | str] = await self.link.start_many(items, timeout)
+            answers: list[LightweightStart | str] = await self.link.start_many(items, timeout,
+                                                                               on)
         except Exception as exc:  # the host died, or did not answer in time
             answers = [f"its host failed: {one_line(repr(exc))}"] * len(items)
             # A host that did not answer may have started some: end it so that none of them
@@ -147,23 +216,7 @@ class BulkOps(ExecutorBase):
                                       link=self.link, lightweight=answer)
             started.append((record, Running(spec=spec, incarnation=incarnation,
                                             number=record.incarnation)))
-        outcomes: dict[str, Outcome] = {}
-        if self.halted:
-            await asyncio.gather(*(stop_run(run, SUPERSEDED, brutal=True) for _, run in started))
-            if first:
-                await self.forget_many([r for r, _ in started] + [r for r, _ in failed],
-                                       "supervisor stopped")
-                stopped = SupervisorStopped(f"dynamic supervisor {self.sup!r} has stopped")
-                return {r.child_id: stopped for r in claimed}
-            return {}
-        for record, run in started:
-            self.running.add(record.child_id, run)
-            self.watch_lightweight(record.child_id, run)
-        self.log.info("children_launched", count=len(started), failed=len(failed),
-                      host_s=round(time.monotonic() - began, 3))
-        outcomes.update(await self._name_holder(started, first, down_at or {}))
-        outcomes.update(await self._failed_many(failed, first))
-        return outcomes
+        return started, failed
 
     async def _name_holder(self, started: list[tuple[ChildRecord, Running]], first: bool,
                            down_at: dict[str, float | None]) -> dict[str, Outcome]:
@@ -248,11 +301,13 @@ class BulkOps(ExecutorBase):
         on_exhausted = self.config().on_exhausted
         restart: list[ChildRecord] = []
         forget: list[ChildRecord] = []
+        hosts_died = False
         for child_id, run, reason in live:
             record = current.get(child_id)
             if record is None or not record.names(self.node_id, run.number):
                 continue
             host_died = reason == KILLED and run.incarnation.holder is not self.link.host
+            hosts_died = hosts_died or host_died
             if host_died and self.link.culprit != record.name:
                 decision: Any = (Forget(f"exited: {reason}") if run.spec.restart == "temporary"
                                  else Restart())  # not the child's fault: no budget counted
@@ -272,4 +327,4 @@ class BulkOps(ExecutorBase):
         if restart and not self.halted:
             for _ in restart:
                 self.metrics.restarted()
-            await self.claim_and_start_many(restart, restarted=True)
+            await self.claim_and_start_many(restart, restarted=True, holders_dead=hosts_died)

@@ -127,7 +127,8 @@ class DynamicMember:
         return {"node_id": self.node_id, "running": sorted(self.children.running),
                 "busy": sorted(self.children.tasks.busy()), "halted": self.children.halted,
                 "nodes": len(self.nodes), "pid": os.getpid(),
-                "host": dict(self.children.link.host_info) if self.children.link.alive else None}
+                "host": dict(self.children.link.host_info) if self.children.link.alive else None,
+                "specs_cached": len(self.children.specs)}
 
     async def lightweight_status(self) -> dict[str, Any]:
         """The host of this member's lightweight children: per child calls and estimated

@@ -90,6 +90,10 @@ class LightweightHostServer:
                 started.append(str(exc))
         return started
 
+    async def expect_children(self, keys: list[str]) -> None:
+        """Calls to ``keys`` wait for their start (see ``HostRuntime.expect``)."""
+        self.runtime.expect(keys)
+
     async def call_child(self, key: str, method: str, args: tuple[Any, ...],
                          kwargs: dict[str, Any]) -> Any:
         return await self.runtime.call(key, method, args, kwargs)

@@ -92,15 +92,18 @@ class HostLink:
                             spec.start_timeout)
         return self._started(host, key, inc)
 
-    async def start_many(self, items: list[tuple[str, ChildSpec]],
-                         timeout_s: float) -> list[LightweightStart | str]:
+    async def start_many(self, items: list[tuple[str, ChildSpec]], timeout_s: float,
+                         on: ActorHandle | None = None) -> list[LightweightStart | str]:
         """Start many children in a few host calls (``START_CHUNK`` children each, sent at
         once; the host is created if needed); per item, in order, its ``LightweightStart`` or
         why it did not start (the host's one-line reason). Raises ``RayError`` /
-        ``asyncio.TimeoutError`` when the host fails."""
+        ``asyncio.TimeoutError`` when the host fails. ``on``: only on that host (every item
+        fails if it is not the host any more)."""
         if not items:
             return []
         host = await self._host()
+        if on is not None and host is not on:
+            return [f"its host died (now {self.last_failure})"] * len(items)
         calls = [(key, self._ship(spec.actor), spec.args, spec.kwargs, spec.crash_on_error)
                  for key, spec in items]
         parts = await asyncio.gather(*(
@@ -110,10 +113,15 @@ class HostLink:
         return [answer if isinstance(answer, str) else self._started(host, key, answer)
                 for (key, _), answer in zip(items, answers, strict=True)]
 
-    async def ensure(self) -> None:
-        """Create the host now if there is none (so that no process start is on the path of
-        the next start, e.g. a failover)."""
-        await self._host()
+    async def ensure(self) -> ActorHandle:
+        """The host, created now if there is none (so that no process start is on the path
+        of the next start, e.g. a failover)."""
+        return await self._host()
+
+    async def expect(self, host: ActorHandle, keys: list[str]) -> None:
+        """Tell ``host`` that ``keys`` are about to start there: calls to them, routed there
+        once the registry names the host, wait for their start instead of failing."""
+        await _within(host.expect_children.remote(keys), CALL_MARGIN_S)
 
     def _started(self, host: ActorHandle, key: str, inc: int) -> LightweightStart:
         loop = asyncio.get_running_loop()

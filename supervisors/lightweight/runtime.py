@@ -151,6 +151,14 @@ class HostRuntime:
         self._started = asyncio.Event()
         return child.inc
 
+    def expect(self, keys: list[str]) -> None:
+        """Children about to be started here (their names already point at this host): calls
+        to them wait for their start, up to ``RESTART_WAIT_S``, as for a crashed child."""
+        now = time.monotonic()
+        for key in keys:
+            if key not in self.children:
+                self._crashed[key] = now
+
     async def _run(self, child: LightweightChild, run: Callable[[], Any]) -> None:
         use_child_signal(child.signal)
         try:

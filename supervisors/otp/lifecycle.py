@@ -32,6 +32,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from herd.platform.control_plane import prefer_node_options
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD
@@ -43,7 +44,7 @@ from herd.supervisors.otp.spec import ChildSpec
 from herd.supervisors.otp.start_failure import describe, one_line, timed_out
 
 __all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "fail_start",
-           "shutdown", "spawn", "start_lightweight", "start_worker", "watch"]
+           "near_supervisor", "shutdown", "spawn", "start_lightweight", "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.otp.lifecycle")
 
@@ -85,9 +86,26 @@ class Incarnation:
         return self.info.get("node_id")
 
 
+# Options that decide where a child can run: a child with any of them is placed by them alone
+# (with a default placement added, a request no node can meet fails at once with Ray's
+# "not schedulable" instead of herd's placement timeout, which names what was asked for).
+PLACEMENT_OPTIONS = ("scheduling_strategy", "label_selector", "placement_group", "resources",
+                     "num_gpus", "memory", "accelerator_type")
+
+
 def child_options(spec: ChildSpec) -> dict[str, Any]:
     """Ray options of a child: the spec's ``options`` plus herd's (no Ray restarts, no retries)."""
     return {**spec.options, "max_restarts": 0, "max_task_retries": 0}
+
+
+def near_supervisor(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of a child, placed on its supervisor's node (this process's) while that node
+    can take it, unless they place it themselves. As in OTP: the child fate-shares with its
+    supervisor (its owner) anyway, and a supervisor kept off the head keeps its children off it,
+    so a head restart restarts none of them."""
+    if any(key in options for key in PLACEMENT_OPTIONS):
+        return options
+    return {**prefer_node_options(ray.get_runtime_context().get_node_id()), **options}
 
 
 async def start_worker(spec: ChildSpec) -> Incarnation:
@@ -99,7 +117,7 @@ async def start_worker(spec: ChildSpec) -> Incarnation:
     try:
         actor_cls = make_child_class(spec.actor)
         options = child_options(spec)
-        handle = actor_cls.options(**options).remote(*spec.args, **spec.kwargs)
+        handle = actor_cls.options(**near_supervisor(options)).remote(*spec.args, **spec.kwargs)
     except Exception as exc:
         fail_start(spec.id, exc)
     return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(),

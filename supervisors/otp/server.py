@@ -42,6 +42,7 @@ from herd.supervisors.otp.lifecycle import (
     adopt,
     child_options,
     fail_start,
+    near_supervisor,
     shutdown,
     spawn,
     start_lightweight,
@@ -134,7 +135,7 @@ class _RayRunner:
             return await start_lightweight(self.link, spec, self.owner.names.key(spec.id))
         if spec.supervisor is None:
             return await start_worker(spec)
-        handle = SupervisorActor.options(**child_options(spec)).remote(
+        handle = SupervisorActor.options(**near_supervisor(child_options(spec))).remote(
             f"{self.owner.name}/{spec.id}", False)
         return await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
                            spec.start_deadline_s(),

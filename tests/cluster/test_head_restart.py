@@ -177,8 +177,6 @@ def test_head_restart_keeps_worker_children_and_the_control_plane(cluster: Local
 
     # ---- the outage: the head is SIGKILLed; workers' children keep answering.
     cluster.kill_node(cluster.head)
-    import faulthandler
-    faulthandler.dump_traceback_later(15, exit=False)
     outage_call("membership", lambda: membership.nodes(timeout=OUTAGE_CALL_S))
     outage_call("registry lookup",
                 lambda: registry.lookup("no-such-name", fresh=True, timeout=OUTAGE_CALL_S))

@@ -27,12 +27,9 @@ def test_start_label_and_shutdown_leaves_no_process() -> None:
         pids = cluster.pids
         assert len(pids) >= 6  # gcs, raylets, agents, ...
         assert os.stat(cluster.token_path).st_mode & 0o777 == 0o600
-        # GCS fault tolerance is on by default: RocksDB storage in the run dir, the head in a
-        # PID namespace of its own (its processes still found by session, as every node's).
-        assert cluster.head_process.fault_tolerant and cluster.head_process.storage_path.is_dir()
-        own = processes.pid_namespace(os.getpid())
-        assert {processes.pid_namespace(p) for p in cluster.head.pids} - {own}
-        assert {processes.pid_namespace(p) for p in worker.pids} == {own}
+        # GCS fault tolerance is on by default: the GCS keeps its tables in the run dir.
+        assert cluster.head_process.fault_tolerant
+        assert any(cluster.head_process.storage_path.iterdir())
         cluster.connect()
         labels = {n.node_id: n.region for n in nodes() if n.alive}
         assert labels[worker.node_id] == "us-west"
