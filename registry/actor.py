@@ -28,6 +28,7 @@ from herd.registry.commit import GroupCommit
 from herd.registry.holders import HolderMonitor
 from herd.registry.layout import actor_name
 from herd.registry.models import actor_id
+from herd.registry.persisted import LostHandle
 from herd.registry.records import (
     ClaimItem,
     EventBatch,
@@ -62,9 +63,12 @@ class RegistryActor:
         self._writes.start()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._holders = HolderMonitor(self._holder_gone, **context)
-        for holder_id, handle in self._state.holders().items():
-            self._holders.watch(holder_id, handle)
         self._holders.start()
+        for holder_id, handle in self._state.holders().items():
+            if isinstance(handle, LostHandle):  # its job and class are gone: the holder is dead
+                self._holder_gone(holder_id, "holder died")
+            else:
+                self._holders.watch(holder_id, handle)
         self._subscribers = Subscribers(self._store, **context)
         self._subscribers.load()
         self._log.info("registry_started", mode=mode, records=self._state.count(),

@@ -5,8 +5,8 @@ batch of thousands, or every write that arrived while the previous one was being
 commit, ``herd.registry.commit``) -- is one KV put:
 
 * ``w/<n>`` (n zero-padded, growing): a write-ahead segment, one per change: the shard's counter
-  after it, the records it puts (pickled :class:`Entry`, with their actor handles) and the entry
-  ids it deletes.
+  after it, the records it puts (pickled :class:`Entry`, each actor handle a blob of its own:
+  ``herd.registry.persisted``) and the entry ids it deletes.
 * ``c/<k>``: a chunk, every record whose entry id is in ``[k * CHUNK, (k + 1) * CHUNK)``.
 * ``m``: the manifest, ``(floor, counter)``: every segment ``<= floor`` is folded into the chunks.
 * ``s/<id>``: the actor subscriptions.
@@ -27,6 +27,7 @@ from typing import Any
 
 from herd.platform import kv
 from herd.platform.logging import get_logger
+from herd.registry import persisted
 from herd.registry.layout import shard_prefix
 from herd.registry.records import Entry
 from herd.registry.state import Change
@@ -70,13 +71,13 @@ class ShardStore:
         """Every stored record and the counter's high-water mark (blocking: actor start)."""
         self._floor, self._counter = kv.get_object(self._prefix + "m", (0, 0))
         for key in kv.keys(self._prefix + "c/"):
-            chunk = kv.get_object(key)
+            chunk = _read(key)
             if chunk:
                 self._chunks[int(key.rsplit("/", 1)[1])] = chunk
         numbers = sorted(int(k.rsplit("/", 1)[1]) for k in kv.keys(self._prefix + "w/"))
         self._segments = numbers
         for number in numbers:
-            segment = kv.get_object(self._segment_key(number)) if number > self._floor else None
+            segment = _read(self._segment_key(number)) if number > self._floor else None
             if segment is not None:
                 self._fold(segment)
         self._next = max([self._floor, *numbers]) + 1
@@ -86,7 +87,7 @@ class ShardStore:
         """Store ``change`` as one segment (one KV put)."""
         segment = Segment(change.counter, change.puts, tuple(r.entry_id for r in change.deletes))
         number = self._next
-        await kv.aput_object(self._segment_key(number), segment)
+        await kv.aput(self._segment_key(number), persisted.dumps(segment))
         self._next += 1
         self._segments.append(number)
         self._fold(segment)
@@ -113,11 +114,12 @@ class ShardStore:
 
     # ------------------------------------------------------------------------ subscriptions
     def subscriptions(self) -> list[Subscription]:
-        found = [kv.get_object(k) for k in kv.keys(self._prefix + "s/")]
-        return [s for s in found if s is not None]
+        found = [_read(k) for k in kv.keys(self._prefix + "s/")]
+        return [s for s in found
+                if s is not None and not isinstance(s.handle, persisted.LostHandle)]
 
     def put_subscription(self, sub: Subscription) -> None:
-        kv.put_object(f"{self._prefix}s/{sub.sub_id}", sub)
+        kv.put(f"{self._prefix}s/{sub.sub_id}", persisted.dumps(sub))
 
     def delete_subscription(self, sub_id: str) -> None:
         kv.delete(f"{self._prefix}s/{sub_id}")
@@ -143,7 +145,14 @@ class ShardStore:
         chunk = self._chunks.get(number)
         key = f"{self._prefix}c/{number}"
         if chunk:
-            await kv.aput_object(key, dict(chunk))
+            await kv.aput(key, persisted.dumps(dict(chunk)))
         else:
             self._chunks.pop(number, None)
             await kv.adelete(key)
+
+
+def _read(key: str) -> Any:
+    """A stored chunk, segment or subscription; handles Ray cannot restore load as
+    :class:`~herd.registry.persisted.LostHandle`."""
+    raw = kv.get(key)
+    return None if raw is None else persisted.loads(raw)
