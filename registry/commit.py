@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,9 @@ from herd.registry.state import Change, Planner, RegistryState
 from herd.registry.store import ShardStore
 
 Committed = Callable[[Change], None]
+
+#: A group that takes longer than this is logged with its split (plan, store, after commit).
+SLOW_GROUP_S = 0.2
 
 
 class GroupCommit:
@@ -62,12 +66,15 @@ class GroupCommit:
                     self._log.error("compaction_failed", error=repr(exc))
 
     async def _commit(self, group: list[tuple[Planner, asyncio.Future[Any]]]) -> None:
+        began = time.monotonic()
         try:
             with _no_gc():  # a batch allocates a lot: no collections of the whole heap
                 change, outcomes = self._state.plan_group([planner for planner, _ in group])
+            planned = time.monotonic()
             if not change.empty:
                 await self._store.write(change)
                 self._state.commit(change)
+            stored = time.monotonic()
         except Exception as exc:  # KV unavailable (or a bug): every write of the group fails
             self._log.error("group_commit_failed", writes=len(group), error=repr(exc))
             for _, future in group:
@@ -79,6 +86,10 @@ class GroupCommit:
                 self._committed(change)
             except Exception as exc:  # committed and durable all the same: answer
                 self._log.error("after_commit_failed", error=repr(exc))
+        if time.monotonic() - began > SLOW_GROUP_S:
+            self._log.info("slow_group_commit", writes=len(group), records=len(change.puts),
+                           plan_s=round(planned - began, 3), store_s=round(stored - planned, 3),
+                           after_s=round(time.monotonic() - stored, 3))
         self.groups += 1
         self.writes += len(group)
         for (_, future), outcome in zip(group, outcomes, strict=True):

@@ -93,7 +93,9 @@ def run(children: int = 10_000, via_supervisor: int = 500, actors: int = 5,
                               "restart: from the crashing call's error to the next answer by "
                               "name",
                               "failover: seconds from the node's SIGKILL; claims_s = claimed_s - "
-                              "detect_s, restarts_s = answer_s - claimed_s"])
+                              "detect_s, restarts_s = answer_s - claimed_s (answers batched per "
+                              "host); via_ping_all_s: afterwards, one via-style call per child "
+                              "from the driver (the driver's own cost)"])
 
 
 def _host_spawn(children: int, params: dict[str, Any]) -> dict[str, Any]:

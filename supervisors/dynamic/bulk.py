@@ -143,16 +143,19 @@ class BulkOps(ExecutorBase):
         await self._failed_many(failed, first=False)
 
     async def _holders_cleared(self, wanted: list[ChildRecord]) -> list[ChildRecord]:
-        """The records, once the registry has cleared the holders the dead node had (or
-        after ``HOLDER_CLEAR_WAIT_S``): clearing bumps their epochs, so claims read before it
-        would all conflict and cost a second batch."""
+        """The records, read again once the registry has cleared the holders the dead node had
+        (or after ``HOLDER_CLEAR_WAIT_S``): clearing bumps their epochs, so claims read before
+        it would all conflict and cost a second batch. The wait polls only the names still
+        listed under those holders (not every record), then the records are read once."""
+        holders = {id(r.holder): r.holder for r in wanted if r.holder is not None}
+        names = {r.name for r in wanted}
         deadline = time.monotonic() + HOLDER_CLEAR_WAIT_S
-        while True:
-            current = await self.store.current([r.child_id for r in wanted])
-            fresh = [r for r in current.values() if r is not None]
-            if not any(r.has_holder for r in fresh) or time.monotonic() >= deadline:
-                return fresh
+        while holders and time.monotonic() < deadline:
+            if not names & await self.store.still_held(holders.values()):
+                break
             await asyncio.sleep(HOLDER_CLEAR_POLL_S)
+        current = await self.store.current([r.child_id for r in wanted])
+        return [r for r in current.values() if r is not None]
 
     # ------------------------------------------------------------------------ starts
     async def launch_many(self, claimed: Sequence[ChildRecord], specs: dict[str, ChildSpec],

@@ -81,6 +81,8 @@ class ChildRecord:
     epoch: int = 0
     entry_id: int = 0
     has_holder: bool = False
+    #: The holder's actor handle as last read (not compared: a handle is not a value).
+    holder: Any = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -105,7 +107,7 @@ class ChildRecord:
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], *, epoch: int = 0, entry_id: int = 0,
-                  has_holder: bool = False) -> ChildRecord:
+                  has_holder: bool = False, holder: Any = None) -> ChildRecord:
         requires = meta.get("requires") or {}
         return cls(sup=meta[SUP_META], child_id=meta["child_id"], owner=meta["owner"],
                    restart=meta["restart"], incarnation=meta["incarnation"],
@@ -115,12 +117,12 @@ class ChildRecord:
                    requirements=Requirements(labels=requires.get("labels") or {},
                                              resources=requires.get("resources") or {}),
                    kind=meta.get("kind", "actor"), epoch=epoch, entry_id=entry_id,
-                   has_holder=has_holder)
+                   has_holder=has_holder, holder=holder)
 
     @classmethod
     def from_registration(cls, reg: RegistrationLike) -> ChildRecord:
         return cls.from_meta(reg.meta, epoch=reg.epoch, entry_id=reg.entry_id,
-                             has_holder=reg.handle is not None)
+                             has_holder=reg.handle is not None, holder=reg.handle)
 
     @staticmethod
     def is_lightweight(reg: RegistrationLike) -> bool:

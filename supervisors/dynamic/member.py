@@ -130,6 +130,10 @@ class DynamicMember:
                 "host": dict(self.children.link.host_info) if self.children.link.alive else None,
                 "specs_cached": len(self.children.specs)}
 
+    async def lightweight_host(self) -> Any:
+        """The actor handle of this member's lightweight host (None while there is none)."""
+        return self.children.link.host if self.children.link.alive else None
+
     async def lightweight_status(self) -> dict[str, Any]:
         """The host of this member's lightweight children: per child calls and estimated
         memory (``by_child``, keyed by the child's name), loop lag, RSS; ``{"host": None}``

@@ -243,6 +243,12 @@ class ChildRecords:
         every = {r.child_id: r for r in await self.all()}
         return {c: every.get(c) for c in child_ids}
 
+    async def still_held(self, holders: Iterable[Any]) -> set[str]:
+        """The names the registry still lists under any of ``holders`` (actor handles): a
+        cheap read (names only) to wait on while the registry clears dead holders."""
+        found = await asyncio.gather(*(self.registry.keys_of(h) for h in holders))
+        return {key for keys in found for key in keys}
+
     async def write_many(self, items: Sequence[tuple[ChildRecord, ChildRecord, dict[str, Any]]]
                          ) -> list[Registration | Exception]:
         """``write`` for many records in one ``compare_and_set_many``: per item ``(current,

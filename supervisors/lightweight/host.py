@@ -117,6 +117,15 @@ class LightweightHostServer:
                          kwargs: dict[str, Any]) -> Any:
         return await self.runtime.call(key, method, args, kwargs)
 
+    async def call_children(self, keys: list[str], method: str, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> list[tuple[bool, Any]]:
+        """``call_child`` of every key at once (each waits for its child as ``call_child``
+        does); per key, in order, ``(True, result)`` or ``(False, "<error>")``."""
+        answers = await asyncio.gather(*(self.runtime.call(k, method, args, kwargs)
+                                         for k in keys), return_exceptions=True)
+        return [(False, repr(a)) if isinstance(a, BaseException) else (True, a)
+                for a in answers]
+
     async def stop_child(self, key: str, inc: int, reason: str, timeout_s: float) -> str | None:
         return await self.runtime.stop(key, inc, reason, timeout_s)
 

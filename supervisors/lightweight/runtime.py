@@ -110,7 +110,9 @@ class HostRuntime:
         self.children: dict[str, LightweightChild] = {}
         self._incarnations = itertools.count(1)
         self._crashed: dict[str, float] = {}
-        self._started = asyncio.Event()
+        # Calls waiting for the start of a key (``expect``, or a restart after a crash): woken
+        # by that key's start only, so that thousands of waiting calls cost one wakeup each.
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
         self._events: list[tuple[int, str, int, str]] = []
         self._seq = 0
         self._new_event = asyncio.Event()
@@ -147,8 +149,9 @@ class HostRuntime:
         run = getattr(child.instance, "run", None)
         if run is not None and inspect.iscoroutinefunction(run):
             child.run_task = asyncio.get_running_loop().create_task(self._run(child, run))
-        self._started.set()
-        self._started = asyncio.Event()
+        for waiter in self._waiting.pop(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         return child.inc
 
     def expect(self, keys: list[str]) -> None:
@@ -214,11 +217,17 @@ class HostRuntime:
             left = deadline - time.monotonic()
             if crashed_at is None or time.monotonic() - crashed_at > RESTART_WAIT_S or left <= 0:
                 raise ChildNotFound(f"no lightweight child {key!r} runs on this host")
-            started = self._started
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters = self._waiting.setdefault(key, set())
+            waiters.add(waiter)
             try:
-                await asyncio.wait_for(started.wait(), left)
+                await asyncio.wait_for(waiter, left)
             except asyncio.TimeoutError:
                 continue
+            finally:
+                waiters.discard(waiter)
+                if not waiters and self._waiting.get(key) is waiters:
+                    del self._waiting[key]
 
     # ------------------------------------------------------------------ stop
     async def stop(self, key: str, inc: int, reason: str, timeout_s: float) -> str | None:

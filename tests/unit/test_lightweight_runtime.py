@@ -269,3 +269,39 @@ def test_calls_to_private_or_unknown_methods_fail_without_crashing() -> None:
             await runtime.call("a", "nope", (), {})
         assert await runtime.call("a", "incr", (), {}) == 1
     run(main())
+
+
+def test_calls_to_expected_children_wait_for_their_own_start_only() -> None:
+    """Thousands of calls waiting for expected children (a failover: the registry names the
+    host before the children start) are each woken by their own child's start, not by every
+    start: starting children with a call waiting on each costs about what starting them and
+    then calling them does (before: every start woke every waiting call, 1.7 s against 0.2 s
+    for 10 000 here)."""
+    async def start_all(runtime: HostRuntime, keys: list[str]) -> None:
+        for first in range(0, len(keys), 200):  # as the host does: yield every 200 starts
+            for key in keys[first:first + 200]:
+                runtime.start(key, Counter, (), {})
+            await asyncio.sleep(0)
+
+    async def timed(waiting_first: bool) -> float:
+        runtime = HostRuntime(max_children=10_000)
+        keys = [f"c{i}" for i in range(10_000)]
+        began = time.monotonic()
+        if waiting_first:
+            runtime.expect(keys)
+            waiting = [asyncio.ensure_future(runtime.call(k, "incr", (), {})) for k in keys]
+            await asyncio.sleep(0)
+            assert not any(w.done() for w in waiting)
+            await start_all(runtime, keys)
+        else:
+            await start_all(runtime, keys)
+            waiting = [asyncio.ensure_future(runtime.call(k, "incr", (), {})) for k in keys]
+        assert await asyncio.gather(*waiting) == [1] * len(keys)
+        return time.monotonic() - began
+
+    async def main() -> None:
+        assert await timed(True) < 3 * await timed(False)
+        runtime = HostRuntime()
+        with pytest.raises(ChildNotFound):  # not expected: fails at once
+            await runtime.call("other", "incr", (), {})
+    run(main())
