@@ -99,6 +99,9 @@ class Client:
         self.rng = workload_rng(config.seed)
         self.anchors = [f"a-{i}" for i in range(config.anchor_children)]
         self.churn: list[str] = []  # churn children started (acknowledged or unknown)
+        # churn children whose last start or terminate has an unknown outcome: they may or may
+        # not run, so recovery does not wait for them (the checker allows either)
+        self.doubtful: set[str] = set()
         self.names: dict[str, bool] = {}  # name -> believed registered
         self.next_churn = 0
         self.holder: Any = None
@@ -133,8 +136,8 @@ class Client:
             log.exception("chaos_client_failed")
 
     def live_tags(self) -> list[str]:
-        """Children the client believes run (anchors first)."""
-        return self.anchors + list(self.churn)
+        """Children the client knows run (anchors first)."""
+        return self.anchors + [tag for tag in self.churn if tag not in self.doubtful]
 
     def reconnected(self) -> None:
         """After this driver reconnected (a new Ray job): handles from before are useless, and
@@ -185,11 +188,13 @@ class Client:
             self.sup.terminate_child(tag, timeout=self.config.op_timeout_s)
         except ChildNotFound as exc:
             self.churn.remove(tag)
+            self.doubtful.discard(tag)
             op.fail({"child": tag, "error": _short(exc)})
             return "fail"
         except Exception as exc:
-            return self._unknown(op, {"child": tag}, exc)
+            return self._unknown(op, {"child": tag}, exc, churn=tag)
         self.churn.remove(tag)
+        self.doubtful.discard(tag)
         op.ok({"child": tag})
         return "ok"
 
@@ -242,8 +247,10 @@ class Client:
 
     def _unknown(self, op: OpenOp, value: dict[str, Any], exc: Exception,
                  churn: str | None = None) -> str:
-        if churn is not None and churn not in self.churn:
-            self.churn.append(churn)  # it may run: terminate it later to settle it
+        if churn is not None:
+            self.doubtful.add(churn)
+            if churn not in self.churn:
+                self.churn.append(churn)  # it may run: terminate it later to settle it
         op.info({**value, "error": _short(exc)})
         return "info"
 

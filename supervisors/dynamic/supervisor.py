@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnschedulableError, RayActorError, RayError, RayTaskError
 
 from herd.platform import rpc
 from herd.platform.control_plane import require_ray
@@ -179,7 +179,7 @@ class DynamicSupervisor:
                 return
             except RayTaskError as exc:
                 raise _cause(exc) from None
-            except RayActorError:
+            except (RayActorError, ActorUnschedulableError):  # restarting on a dead node
                 self._handles.forget(record.owner)
         # Its member is gone with its node: only the record is left.
         self.registry.remove(record.name, timeout=timeout)
