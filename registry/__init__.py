@@ -43,6 +43,7 @@ from herd.registry.records import (
     Snapshot,
     Unregistered,
     Updated,
+    Written,
 )
 from herd.registry.via import Via, via
 from herd.registry.watch import Watch
@@ -67,5 +68,6 @@ __all__ = [
     "Updated",
     "Via",
     "Watch",
+    "Written",
     "via",
 ]

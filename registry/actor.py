@@ -40,6 +40,7 @@ from herd.registry.records import (
     RemoveItem,
     Snapshot,
     Updated,
+    Written,
 )
 from herd.registry.state import Change, Planner, RegistryState
 from herd.registry.store import ShardStore, Subscription
@@ -120,16 +121,18 @@ class RegistryActor:
                 if isinstance(nodes.get(i.holder_id), Rejection) else next(results)
                 for i in items]
 
-    async def compare_and_set_many(self, items: list[ClaimItem],
-                                   ready_s: float) -> list[Registration | Rejection]:
-        """``compare_and_set`` of each item, as one write; per item the record or the
-        refusal."""
+    async def compare_and_set_many(self, items: list[ClaimItem], ready_s: float,
+                                   full: bool = True
+                                   ) -> list[Registration | Written | Rejection]:
+        """``compare_and_set`` of each item, as one write; per item the record (``full``) or
+        only its new epoch and identity (:class:`Written`), or the refusal."""
         nodes = await self._placements(
             {i.holder_id: (i.key, i.changes["handle"]) for i in items
              if i.holder_id is not None and i.node_id is None}, ready_s)
         ready = [i for i in items if not isinstance(nodes.get(i.holder_id or ""), Rejection)]
-        results = iter(await self._apply(lambda s: s.plan_compare_and_set_many(
-            ready, time.time(), nodes)) if ready else [])
+        written = await self._apply(lambda s: s.plan_compare_and_set_many(
+            ready, time.time(), nodes)) if ready else []
+        results = iter(written if full else [_written(r) for r in written])
         return [dataclasses.replace(nodes[i.holder_id or ""], key=i.key)
                 if isinstance(nodes.get(i.holder_id or ""), Rejection) else next(results)
                 for i in items]
@@ -255,6 +258,12 @@ class RegistryActor:
         changed = self._changed
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
+
+
+def _written(result: Registration | Rejection) -> Written | Rejection:
+    if isinstance(result, Rejection):
+        return result
+    return Written(result.key, result.epoch, result.entry_id)
 
 
 def start_actor(name: str, shard: int, shards: int, mode: KeyMode) -> Any:

@@ -32,7 +32,7 @@ from herd.platform.errors import HerdTimeoutError
 from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.connection import Connection, aconfigure, anamed, named
-from herd.registry.records import KeyMode, Registration
+from herd.registry.records import KeyMode, Registration, Written
 
 log = ops.log
 
@@ -108,9 +108,9 @@ class AsyncRegistry:
         return await self._run(batches.register_many(self, entries, on_holder_death, timeout))
 
     async def compare_and_set_many(self, items: Iterable[tuple[Any, ...]], *,
-                                   timeout: float | None = None
-                                   ) -> list[Registration | Exception]:
-        return await self._run(batches.compare_and_set_many(self, items, timeout))
+                                   timeout: float | None = None, full: bool = True
+                                   ) -> list[Registration | Written | Exception]:
+        return await self._run(batches.compare_and_set_many(self, items, timeout, full))
 
     async def remove_many(self, items: Iterable[Any], *,
                           timeout: float | None = None) -> list[int | Exception]:

@@ -57,9 +57,11 @@ def register_many(registry: Layout, entries: Any, on_holder_death: Any,
                      deadline)
 
 
-def compare_and_set_many(registry: Layout, items: Any, timeout: float | None) -> Operation:
+def compare_and_set_many(registry: Layout, items: Any, timeout: float | None,
+                         full: bool = True) -> Operation:
     """``items``: ``(key, expected_epoch)`` or ``(key, expected_epoch, changes)`` tuples,
-    ``changes`` a dict of what ``compare_and_set`` takes as keyword arguments."""
+    ``changes`` a dict of what ``compare_and_set`` takes as keyword arguments. ``full=False``:
+    a written item answers :class:`Written` (new epoch and entry id), not the whole record."""
     listed = _items(items, "items")
     require(registry, "unique", "compare_and_set_many")
     op, nodes = uuid.uuid4().hex, _Nodes()
@@ -79,7 +81,7 @@ def compare_and_set_many(registry: Layout, items: Any, timeout: float | None) ->
                                  nodes.of(handle) if handle is not None else None, f"{op}/{i}"))
     deadline = deadline_of(timeout)
     return _by_shard(registry, "compare_and_set_many", checked,
-                     lambda part: (part, ready_s(deadline)), deadline)
+                     lambda part: (part, ready_s(deadline), bool(full)), deadline)
 
 
 def remove_many(registry: Layout, items: Any, timeout: float | None) -> Operation:

@@ -29,7 +29,7 @@ from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.aio import AsyncRegistry
 from herd.registry.connection import Connection, configure, named
-from herd.registry.records import KeyMode, Registration
+from herd.registry.records import KeyMode, Registration, Written
 from herd.registry.watch import Watch
 
 log = ops.log
@@ -135,12 +135,15 @@ class Registry:
         return self._run(batches.register_many(self, entries, on_holder_death, timeout))
 
     def compare_and_set_many(self, items: Iterable[tuple[Any, ...]], *,
-                             timeout: float | None = None) -> list[Registration | Exception]:
+                             timeout: float | None = None, full: bool = True
+                             ) -> list[Registration | Written | Exception]:
         """``compare_and_set`` of many keys at once (unique registries): ``items`` are ``(key,
         expected_epoch)`` or ``(key, expected_epoch, changes)`` tuples, ``changes`` a dict with
         ``handle``/``meta``/``on_holder_death``. Returns, in order, each new record or its
-        ``EpochConflict``; items of one key see each other in order."""
-        return self._run(batches.compare_and_set_many(self, items, timeout))
+        ``EpochConflict``; items of one key see each other in order. ``full=False``: each
+        written item answers only a :class:`Written` (key, new epoch, entry id), which saves
+        sending thousands of records back to a caller that knows what it wrote."""
+        return self._run(batches.compare_and_set_many(self, items, timeout, full))
 
     def remove_many(self, items: Iterable[Any], *,
                     timeout: float | None = None) -> list[int | Exception]:

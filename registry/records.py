@@ -38,6 +38,17 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What ``compare_and_set_many(..., full=False)`` answers for an item it wrote: the record's
+    new epoch and its identity, not the whole record (the caller knows what it wrote; sending
+    thousands of records back costs more than the write)."""
+
+    key: str
+    epoch: int
+    entry_id: int
+
+
+@dataclass(frozen=True)
 class Registered:
     """A record was created (a unique key registered, or a member joined a duplicate key)."""
 

@@ -104,15 +104,13 @@ class BulkOps(ExecutorBase):
         region, now = self.region(), time.time()
 
         async def claim(batch: list[ChildRecord]) -> list[Any]:
-            return await self.store.write_many(
+            return await self.store.write_many_known(
                 [(r, r.claimed(self.node_id, region, failover=failover, restarted=restarted)
-                  .started(region, now), {"handle": host, "on_holder_death": "clear"})
-                 for r in batch])
+                  .started(region, now), host) for r in batch])
 
         results = await self.store.retry_many(ready, lambda r: r.names(*expect[r.child_id]),
                                               claim)
-        claimed = [ChildRecord.from_registration(reg) for reg in results.values()
-                   if isinstance(reg, Registration)]
+        claimed = [r for r in results.values() if isinstance(r, ChildRecord)]
         errors = [repr(e) for e in results.values() if isinstance(e, Exception)]
         if len(claimed) < len(ready):
             self.wake()

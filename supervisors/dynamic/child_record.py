@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 from herd.supervisors.lightweight.handle import route_meta
@@ -42,6 +43,30 @@ ChildKind = Literal["actor", "lightweight"]
 def child_name(supervisor: str, child_id: str) -> str:
     """The registry name of a child: ``<supervisor>/<child id>``."""
     return f"{supervisor}/{child_id}"
+
+
+#: Requirements are values shared by many records (most children of a supervisor have the
+#: same, usually none): one instance per distinct value, not one validated copy per record
+#: read (rebuilding 10 000 records spent most of its time in ``Requirements.__post_init__``).
+_NO_REQUIREMENTS = Requirements()
+
+
+def _requirements(labels: Mapping[str, Any], resources: Mapping[str, Any]) -> Requirements:
+    if not labels and not resources:
+        return _NO_REQUIREMENTS
+    try:
+        # value types in the key: True == 1 must not fetch a copy validated for 1
+        return _shared_requirements(tuple((k, type(v), v) for k, v in labels.items()),
+                                    tuple((k, type(v), v) for k, v in resources.items()))
+    except TypeError:  # an unhashable value: validated (and refused) by Requirements itself
+        return Requirements(labels=labels, resources=resources)
+
+
+@lru_cache(maxsize=1024)
+def _shared_requirements(labels: tuple[tuple[str, type, Any], ...],
+                         resources: tuple[tuple[str, type, Any], ...]) -> Requirements:
+    return Requirements(labels={k: v for k, _, v in labels},
+                        resources={k: v for k, _, v in resources})
 
 
 class RegistrationLike(Protocol):
@@ -114,8 +139,8 @@ class ChildRecord:
                    state=meta["state"], restarts=meta["restarts"],
                    failovers=meta["failovers"], region=meta.get("region"),
                    started_at=meta.get("started_at"), start_by=meta.get("start_by"),
-                   requirements=Requirements(labels=requires.get("labels") or {},
-                                             resources=requires.get("resources") or {}),
+                   requirements=_requirements(requires.get("labels") or {},
+                                              requires.get("resources") or {}),
                    kind=meta.get("kind", "actor"), epoch=epoch, entry_id=entry_id,
                    has_holder=has_holder, holder=holder)
 

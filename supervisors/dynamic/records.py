@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar, cast
 
 from ray import cloudpickle
 
 from herd.platform import kv
-from herd.registry import AsyncRegistry, Registration
+from herd.registry import AsyncRegistry, Registration, Written
 from herd.registry.errors import EpochConflict
 from herd.supervisors.dynamic.child_record import SUP_META, ChildRecord
 from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
@@ -253,9 +254,25 @@ class ChildRecords:
                          ) -> list[Registration | Exception]:
         """``write`` for many records in one ``compare_and_set_many``: per item ``(current,
         new, changes)``, in order, the new registration or the error (returned)."""
-        return await self.registry.compare_and_set_many(
+        answers = await self.registry.compare_and_set_many(
             [(cur.name, cur.epoch, {"meta": new.to_meta(), **changes})
              for cur, new, changes in items])
+        return cast(list[Registration | Exception], answers)  # full=True: no Written
+
+    async def write_many_known(self, items: Sequence[tuple[ChildRecord, ChildRecord, Any]]
+                               ) -> list[ChildRecord | Exception]:
+        """``write_many`` of ``(current, new, holder)`` items (the holder registered with
+        ``on_holder_death="clear"``), answering per item ``new`` as written (its new epoch and
+        entry id, and the holder) or the error: the registry sends back only the epochs
+        (``full=False``), not thousands of records to rebuild."""
+        answers = await self.registry.compare_and_set_many(
+            [(cur.name, cur.epoch, {"meta": new.to_meta(), "handle": holder,
+                                    "on_holder_death": "clear"})
+             for cur, new, holder in items], full=False)
+        return [replace(new, epoch=answer.epoch, entry_id=answer.entry_id,
+                        has_holder=holder is not None, holder=holder)
+                if isinstance(answer, Written) else answer
+                for (_, new, holder), answer in zip(items, answers, strict=True)]
 
     async def remove_many(self, records: Sequence[ChildRecord]) -> list[Any]:
         """``remove`` for many records in one ``remove_many`` (errors returned)."""

@@ -18,7 +18,7 @@ from herd.platform import rpc
 from herd.platform.control_plane import pinned_options
 from herd.platform.monitor import MONITOR_GROUP
 from herd.platform.waiting import wait_until
-from herd.registry import AlreadyRegistered, EpochConflict, Registration, Registry
+from herd.registry import AlreadyRegistered, EpochConflict, Registration, Registry, Written
 from herd.registry.layout import shard_of
 
 NAMES = 10_000
@@ -136,3 +136,12 @@ def test_per_item_results_cache_and_watch_see_a_batch(cluster: Any) -> None:
     assert claimed[0].epoch > epoch and claimed[0].meta == {"a": 1}
     assert isinstance(claimed[1], EpochConflict) and claimed[1].actual == claimed[0].epoch
     assert claimed[2].handle is None
+    # full=False: a written item answers only its key, new epoch and entry id
+    brief = reg.compare_and_set_many([("fresh/0", claimed[0].epoch, {"meta": {"c": 3}}),
+                                      ("fresh/0", claimed[0].epoch, {"meta": {"d": 4}})],
+                                     full=False)
+    stored = reg.entry("fresh/0", fresh=True)
+    assert isinstance(stored, Registration)
+    assert brief[0] == Written("fresh/0", stored.epoch, stored.entry_id)
+    assert stored.entry_id == claimed[0].entry_id and stored.meta == {"c": 3}
+    assert isinstance(brief[1], EpochConflict) and brief[1].actual == stored.epoch

@@ -120,6 +120,23 @@ def test_child_record_round_trips_through_registry_meta() -> None:
     assert not ChildRecord.is_record_of(Reg(), "other")  # type: ignore[arg-type]
 
 
+def test_records_read_back_share_one_requirements_per_value() -> None:
+    metas = [ChildRecord(sup="s", child_id=f"c{i}", owner="n",
+                         requirements=Requirements(labels={"zone": "a"})).to_meta()
+             for i in range(3)]
+    read = [ChildRecord.from_meta(m) for m in metas]
+    assert read[0].requirements is read[1].requirements is read[2].requirements
+    assert read[0].requirements == Requirements(labels={"zone": "a"})
+    plain = ChildRecord.from_meta(ChildRecord(sup="s", child_id="d", owner="n").to_meta())
+    assert plain.requirements.is_empty
+    good = {**metas[0], "requires": {"labels": {}, "resources": {"CPU": 1}}}
+    assert ChildRecord.from_meta(good).requirements.resources == {"CPU": 1}
+    for bad in ({"CPU": -1}, {"CPU": [1]}, {"CPU": True}):  # refused as before
+        meta = {**metas[0], "requires": {"labels": {}, "resources": bad}}
+        with pytest.raises(ConfigError):
+            ChildRecord.from_meta(meta)
+
+
 def test_child_record_claims_starts_and_moves() -> None:
     record = ChildRecord(sup="s", child_id="c", owner="dead", incarnation=2, restarts=1,
                          state="running", region="us-west", started_at=5.0, start_by=9.0)

@@ -149,11 +149,20 @@ class MemoryKV:
         self.fail_after: int | None = None
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ("get_object", "keys", "aput_object", "adelete"):
+        for name in ("get", "get_object", "keys", "aput", "aput_object", "adelete"):
             monkeypatch.setattr(store.kv, name, getattr(self, name))
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
 
     def get_object(self, key: str, default: Any = None) -> Any:
         return pickle.loads(self.data[key]) if key in self.data else default
+
+    async def aput(self, key: str, value: bytes) -> None:
+        if self.fail_after is not None and self.puts >= self.fail_after:
+            raise ConnectionError("KV unavailable")
+        self.puts += 1
+        self.data[key] = value
 
     def keys(self, prefix: str) -> list[str]:
         return [k for k in self.data if k.startswith(prefix)]
