@@ -32,6 +32,7 @@ from herd.platform.rpc import get
 from herd.registry import via
 from herd.supervisors import ChildSpec, Supervisor, exit
 from herd.supervisors.lightweight import LightweightHost
+from herd.supervisors.lightweight.memory import rss_bytes
 from herd.supervisors.otp.classes import ShippedClass
 
 CALL_TIMEOUT_S = 120.0
@@ -133,8 +134,8 @@ def _supervisor_spawn(sup: Supervisor, kind: str, n: int) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     if kind == "actor":
         pids = [c.pid for c in sup.which_children() if c.id.startswith("actor-")]
-        sizes = [_rss(pid) for pid in pids]
-        # A node started in its own PID namespace reports pids this process cannot see.
+        sizes = [rss_bytes(pid) if pid is not None else None for pid in pids]
+        # a pid this process cannot read (already gone) leaves the column blank
         per_child: float | str = ("" if not sizes or None in sizes
                                   else sum(s or 0 for s in sizes) / len(sizes))
     else:
@@ -164,15 +165,4 @@ def _restarts(sup: Supervisor, child_id: str, kind: str, n: int) -> dict[str, An
     return {"case": "restart", "kind": kind, "n": n, **summary_ms(samples)}
 
 
-def _rss(pid: int | None) -> int | None:
-    """The RSS of process ``pid``; None if this process cannot see it."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
     return None

@@ -33,6 +33,7 @@ from ray.actor import ActorClass
 from herd.platform import kv
 from herd.platform.logging import get_logger
 from herd.supervisors.errors import StartChildError
+from herd.supervisors.lightweight.memory import rss_bytes
 from herd.supervisors.lightweight.runtime import HostRuntime
 from herd.supervisors.lightweight.watchdog import LoopWatchdog, blocking_key
 from herd.supervisors.otp.classes import ShippedClass, resolve_actor
@@ -146,7 +147,7 @@ class LightweightHostServer:
         return {**self.runtime.status(False), "by_child": by_child,
                 "memory_bytes": sum(s["memory_bytes"] for s in by_child),
                 **(self.watchdog.status() if self.watchdog else {}),
-                "owner": self.owner, "pid": os.getpid(), "rss_bytes": _rss_bytes()}
+                "owner": self.owner, "pid": os.getpid(), "rss_bytes": rss_bytes()}
 
     # ------------------------------------------------------------------ helpers
     def _class(self, actor: Any) -> type:
@@ -179,17 +180,6 @@ class LightweightHostServer:
                    json.dumps(report).encode())
         finally:
             os._exit(BLOCKED_EXIT_STATUS)
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 LightweightHost = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_OBJECTS", "estimate_bytes"]
+__all__ = ["MAX_DEPTH", "MAX_OBJECTS", "estimate_bytes", "rss_bytes"]
 
 MAX_DEPTH = 6
 MAX_OBJECTS = 10_000
@@ -58,3 +58,16 @@ def _referents(obj: Any) -> list[Any]:
         if isinstance(slot, str) and hasattr(obj, slot):
             found.append(getattr(obj, slot))
     return found
+
+
+def rss_bytes(pid: int | str = "self") -> int | None:
+    """Resident memory of process ``pid`` (this one by default); None if it cannot be read
+    (gone, or in a PID namespace this process does not see)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import ray
+from fenced_ledger import FencedLedger
 from ray import cloudpickle
 
 from herd.platform import rpc
@@ -44,34 +45,6 @@ WAIT_S = 60.0
 WRITE_EVERY_S = 0.1
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@ray.remote(num_cpus=0)
-class ChaosLedger:
-    """Starts of children, and a fenced store: a write carries the writer's epoch and is
-    refused when a higher epoch has already written the key (the fencing-token rule)."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, int, str]] = []
-        self.high: dict[str, int] = {}
-        self.accepted: list[tuple[str, int, int, float]] = []
-        self.refused: list[tuple[str, int, int, float]] = []
-
-    def started(self, tag: str, pid: int, node: str) -> None:
-        self.starts.append((tag, pid, node))
-
-    def write(self, key: str, epoch: int, pid: int) -> bool:
-        entry = (key, epoch, pid, time.time())
-        if epoch < self.high.get(key, 0):
-            self.refused.append(entry)
-            return False
-        self.high[key] = epoch
-        self.accepted.append(entry)
-        return True
-
-    def report(self) -> dict[str, Any]:
-        return {"starts": list(self.starts), "accepted": list(self.accepted),
-                "refused": list(self.refused)}
 
 
 class ChaosWorker:
@@ -114,7 +87,7 @@ def chaos_cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def ledger(chaos_cluster: LocalCluster) -> Any:
-    return ChaosLedger.options(**pinned_options(chaos_cluster.head.node_id)).remote()
+    return FencedLedger.options(**pinned_options(chaos_cluster.head.node_id)).remote()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import ray
+from fenced_ledger import FencedLedger
 from ray import cloudpickle
 
 from herd.platform import rpc
@@ -54,34 +55,6 @@ ZOMBIES_GONE_WITHIN_S = 20.0
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 log = get_logger("tests.isolated_nodes")
-
-
-@ray.remote(num_cpus=0)
-class FencedLedger:
-    """Starts of children, and a store fenced by epoch: a write whose epoch is below the
-    highest one seen for its key is refused."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, int, str]] = []
-        self.high: dict[str, int] = {}
-        self.accepted: list[tuple[str, int, int, float]] = []
-        self.refused: list[tuple[str, int, int, float]] = []
-
-    def started(self, tag: str, pid: int, node: str) -> None:
-        self.starts.append((tag, pid, node))
-
-    def write(self, key: str, epoch: int, pid: int) -> bool:
-        entry = (key, epoch, pid, time.time())
-        if epoch < self.high.get(key, 0):
-            self.refused.append(entry)
-            return False
-        self.high[key] = epoch
-        self.accepted.append(entry)
-        return True
-
-    def report(self) -> dict[str, Any]:
-        return {"starts": list(self.starts), "accepted": list(self.accepted),
-                "refused": list(self.refused)}
 
 
 class FencedWorker:
