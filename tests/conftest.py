@@ -20,6 +20,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from herd.platform.cluster import LocalCluster  # noqa: E402
+from herd.supervisors.dynamic.supervisor import DynamicSupervisor  # noqa: E402
 
 REGIONS = ["us-east", "us-west"]
 LOG_TAIL_LINES = 25
@@ -47,6 +48,16 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.shutdown()
+
+
+@pytest.fixture
+def dynamic_sups() -> Iterator[list[DynamicSupervisor]]:
+    """Dynamic supervisors a test starts (append them); each is stopped at the end, whatever
+    happened."""
+    started: list[DynamicSupervisor] = []
+    yield started
+    for sup in started:
+        sup.stop(timeout=60.0)
 
 
 def cluster_log_files(cluster: LocalCluster, since: float) -> list[Path]:

@@ -90,17 +90,9 @@ def ledger(chaos_cluster: LocalCluster) -> Any:
     return FencedLedger.options(**pinned_options(chaos_cluster.head.node_id)).remote()
 
 
-@pytest.fixture
-def sups() -> Iterator[list[DynamicSupervisor]]:
-    started: list[DynamicSupervisor] = []
-    yield started
-    for sup in started:
-        sup.stop(timeout=WAIT_S)
-
-
-def start_sup(sups: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
+def start_sup(started: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
     sup = DynamicSupervisor.start(name, reconcile_interval_s=0.5, timeout=WAIT_S, **options)
-    sups.append(sup)
+    started.append(sup)
     return sup
 
 
@@ -186,10 +178,10 @@ def start_counts(ledger: Any) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------- kills
 def test_node_kills_every_child_back_exactly_once(chaos_cluster: LocalCluster, ledger: Any,
-                                                  sups: list) -> None:
+                                                  dynamic_sups: list) -> None:
     cluster = chaos_cluster
     with_workers(cluster, 2)
-    sup = start_sup(sups, "chaos-kill")
+    sup = start_sup(dynamic_sups, "chaos-kill")
     tags = placed_on(sup, [n.node_id for n in cluster.worker_nodes], "kill", 2)
     for tag in tags:
         sup.start_child(spec(ledger, tag), timeout=WAIT_S)
@@ -212,12 +204,12 @@ def test_node_kills_every_child_back_exactly_once(chaos_cluster: LocalCluster, l
 
 # ------------------------------------------------------------------------------- quorum
 def test_quorum_loss_and_recovery(chaos_cluster: LocalCluster, ledger: Any,
-                                  sups: list) -> None:
+                                  dynamic_sups: list) -> None:
     cluster = chaos_cluster
     workers = with_workers(cluster, 1)
     live = 1 + len(workers)
     # A majority of ``size`` with every live node, and none once one node is lost.
-    sup = start_sup(sups, "chaos-quorum", distribution="quorum", members="all",
+    sup = start_sup(dynamic_sups, "chaos-quorum", distribution="quorum", members="all",
                     distribution_options={"size": 2 * live - 1})
     victim = workers[0]
     tags = placed_on(sup, [cluster.head.node_id, victim.node_id], "quorum", 2)
@@ -255,10 +247,10 @@ def test_quorum_loss_and_recovery(chaos_cluster: LocalCluster, ledger: Any,
 
 # ------------------------------------------------------------------------------ fencing
 def test_paused_node_is_fenced_after_failover(chaos_cluster: LocalCluster, ledger: Any,
-                                              sups: list) -> None:
+                                              dynamic_sups: list) -> None:
     cluster = chaos_cluster
     victim = with_workers(cluster, 1)[0]
-    sup = start_sup(sups, "chaos-fence", members="all")
+    sup = start_sup(dynamic_sups, "chaos-fence", members="all")
     tags = placed_on(sup, [victim.node_id, cluster.head.node_id], "fence", 2)
     for tag in tags:
         sup.start_child(spec(ledger, tag, fenced=sup), timeout=WAIT_S)

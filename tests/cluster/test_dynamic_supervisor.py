@@ -119,19 +119,10 @@ def ledger(cluster: Any) -> Any:
     ray.kill(handle)
 
 
-@pytest.fixture
-def sups() -> Any:
-    """Supervisors a test starts; each is stopped at the end, whatever happened."""
-    started: list[DynamicSupervisor] = []
-    yield started
-    for sup in started:
-        sup.stop(timeout=WAIT_S)
-
-
-def start_sup(sups: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
+def start_sup(started: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
     options.setdefault("reconcile_interval_s", 0.5)
     sup = DynamicSupervisor.start(name, timeout=WAIT_S, **options)
-    sups.append(sup)
+    started.append(sup)
     return sup
 
 
@@ -188,12 +179,12 @@ def member_of_row(row: dict[str, Any]) -> Any:
 
 # ------------------------------------------------------------------------------ placement
 def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledger: Any,
-                                                               sups: list) -> None:
+                                                               dynamic_sups: list) -> None:
     """hash_ring: owners are the ring's (a pure function of ids and members), spread over the
     worker nodes and never on the head (members="auto"), and each child really runs where its
     record says, registered as <supervisor>/<id>; region selectors; impossible placements fail
     fast and leave nothing; duplicate ids; terminate/restart/count."""
-    sup = start_sup(sups, "dsup-ring")
+    sup = start_sup(dynamic_sups, "dsup-ring")
     workers = sorted(n.node_id for n in cluster.worker_nodes)
     assert [m["node_id"] for m in sup.members()] == workers
     assert member_handle("dsup-ring", cluster.head.node_id) is not None  # idle, standing by
@@ -249,15 +240,15 @@ def test_hash_ring_places_deterministically_and_the_child_api(cluster: Any, ledg
 
 
 def test_members_all_and_child_names_per_supervisor(cluster: Any, ledger: Any,
-                                                    sups: list) -> None:
+                                                    dynamic_sups: list) -> None:
     """members="all" places on the head too. Two supervisors on one registry each run a child
     with the same id: the names <supervisor>/<id> keep them apart."""
-    everywhere = start_sup(sups, "dsup-all", members="all")
+    everywhere = start_sup(dynamic_sups, "dsup-all", members="all")
     assert [m["node_id"] for m in everywhere.members()] == sorted(n.node_id
                                                                   for n in cluster.nodes)
     owners = ring_owners(everywhere, [f"spread-{i}" for i in range(60)])
     assert cluster.head.node_id in owners.values()
-    other = start_sup(sups, "dsup-other")
+    other = start_sup(dynamic_sups, "dsup-other")
     first = everywhere.start_child(spec(ledger, "twin"), timeout=WAIT_S)
     second = other.start_child(spec(ledger, "twin"), timeout=WAIT_S)
     assert (first.name, second.name) == ("dsup-all/twin", "dsup-other/twin")
@@ -267,16 +258,17 @@ def test_members_all_and_child_names_per_supervisor(cluster: Any, ledger: Any,
     assert [c.id for c in other.which_children()] == ["twin"]
 
 
-def test_least_loaded_and_random(cluster: Any, ledger: Any, sups: list) -> None:
+def test_least_loaded_and_random(cluster: Any, ledger: Any, dynamic_sups: list) -> None:
     """least_loaded fills the emptiest member (ties by id): two children on the two us-east
     nodes. random places on members only, and every child answers where its record says."""
     east = sorted(n.node_id for n in cluster.nodes if n.region == "us-east")
-    loaded = start_sup(sups, "dsup-least", distribution="least_loaded",
+    loaded = start_sup(dynamic_sups, "dsup-least", distribution="least_loaded",
                        members={"region": "us-east"})
     nodes = [loaded.start_child(spec(ledger, f"least-{i}"), timeout=WAIT_S).node_id
              for i in range(2)]
     assert nodes == east
-    rand = start_sup(sups, "dsup-random", distribution="random", members={"region": "us-east"})
+    rand = start_sup(dynamic_sups, "dsup-random", distribution="random",
+                     members={"region": "us-east"})
     for i in range(3):
         rand.start_child(spec(ledger, f"rand-{i}"), timeout=WAIT_S)
     for info in children(rand).values():
@@ -284,12 +276,12 @@ def test_least_loaded_and_random(cluster: Any, ledger: Any, sups: list) -> None:
 
 
 # -------------------------------------------------------------------------------- budgets
-def test_region_members_and_per_child_budget(cluster: Any, ledger: Any, sups: list) -> None:
+def test_region_members_and_per_child_budget(cluster: Any, ledger: Any, dynamic_sups: list) -> None:
     """members={"region": "us-west"}: members and children only there; a child that needs
     another region has no member to go to. A crash-looping child exhausts its own budget and
     is given up (reported); its siblings on the same node keep running, same incarnation."""
     west = [n.node_id for n in cluster.nodes if n.region == "us-west"]
-    sup = start_sup(sups, "dsup-budget", members={"region": "us-west"}, max_restarts=2,
+    sup = start_sup(dynamic_sups, "dsup-budget", members={"region": "us-west"}, max_restarts=2,
                     max_seconds=60)
     assert [m["node_id"] for m in sup.members()] == west
     assert member_handle("dsup-budget", cluster.head.node_id) is None
@@ -309,11 +301,12 @@ def test_region_members_and_per_child_budget(cluster: Any, ledger: Any, sups: li
         assert where(after[tag]) == (pid, node)
 
 
-def test_exhausted_budget_escalates_when_asked(cluster: Any, ledger: Any, sups: list) -> None:
+def test_exhausted_budget_escalates_when_asked(cluster: Any, ledger: Any,
+                                               dynamic_sups: list) -> None:
     """on_exhausted="escalate": the first child over its budget stops the whole supervisor.
     From then on every call on it says so, at once, with the reason: which child, which
     intensity."""
-    sup = start_sup(sups, "dsup-escalate", members={"region": "us-west"}, max_restarts=0,
+    sup = start_sup(dynamic_sups, "dsup-escalate", members={"region": "us-west"}, max_restarts=0,
                     max_seconds=30, on_exhausted="escalate")
     assert sup.stopped_reason() is None
     sibling = sup.start_child(spec(ledger, "esc-sibling"), timeout=WAIT_S)
@@ -342,7 +335,7 @@ def test_exhausted_budget_escalates_when_asked(cluster: Any, ledger: Any, sups: 
 
 
 def test_start_child_after_stop_fails_at_once_and_leaves_nothing(cluster: Any, ledger: Any,
-                                                                  sups: list) -> None:
+                                                                  dynamic_sups: list) -> None:
     """After stop(): start_child raises SupervisorStopped in well under a second and creates no
     record; a new supervisor of the same name starts clean (no member meets a record without
     its spec, which it would log as child_spec_missing)."""
@@ -360,7 +353,7 @@ def test_start_child_after_stop_fails_at_once_and_leaves_nothing(cluster: Any, l
     assert registry.select(prefix="dsup-stopped/") == []
     assert kv.keys("dsup/dsup-stopped/") == []
 
-    again = start_sup(sups, "dsup-stopped")
+    again = start_sup(dynamic_sups, "dsup-stopped")
     assert again.which_children() == []
     again.start_child(spec(ledger, "stop-b"), timeout=WAIT_S)
     time.sleep(2.0)  # several reconcile rounds of every member
@@ -393,13 +386,14 @@ def _dead(handle: Any) -> bool:
 
 
 # ------------------------------------------------------------------- join, rebalance, drain
-def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups: list) -> None:
+def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any,
+                                                dynamic_sups: list) -> None:
     """A us-west node joins: the active (least_loaded) supervisor evens its 4/0 split to 2/2 by
     moving children there with their state (handoff/restore); a passive one moves nothing.
     Draining the new node moves its children back, state included, and places nothing there."""
-    active = start_sup(sups, "dsup-active", members={"region": "us-west"},
+    active = start_sup(dynamic_sups, "dsup-active", members={"region": "us-west"},
                        distribution="least_loaded", redistribution="active")
-    passive = start_sup(sups, "dsup-passive", members={"region": "us-west"})
+    passive = start_sup(dynamic_sups, "dsup-passive", members={"region": "us-west"})
     ids = [f"act-{i}" for i in range(4)]
     for child_id in ids:
         info = active.start_child(spec(ledger, child_id), timeout=WAIT_S)
@@ -430,11 +424,12 @@ def test_join_rebalances_with_handoff_and_drain(cluster: Any, ledger: Any, sups:
     assert all(info.node_id != joined.node_id for info in late)  # nothing placed there
 
 
-def test_members_never_block_their_event_loop(cluster: Any, ledger: Any, sups: list) -> None:
+def test_members_never_block_their_event_loop(cluster: Any, ledger: Any,
+                                              dynamic_sups: list) -> None:
     """No member process makes Ray warn about a blocking ``ray.get`` inside an async actor
     (after the tests above, when run in order, and at least after its own starts, restart,
     crash and terminate)."""
-    sup = start_sup(sups, "dsup-async")
+    sup = start_sup(dynamic_sups, "dsup-async")
     for tag in ("async-a", "async-b"):
         sup.start_child(spec(ledger, tag), timeout=WAIT_S)
     sup.restart_child("async-a", timeout=WAIT_S)

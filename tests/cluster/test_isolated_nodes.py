@@ -104,14 +104,6 @@ def ledger(cluster: LocalCluster) -> Any:
     return FencedLedger.options(**pinned_options(cluster.head.node_id)).remote()
 
 
-@pytest.fixture
-def sups() -> Iterator[list[DynamicSupervisor]]:
-    started: list[DynamicSupervisor] = []
-    yield started
-    for sup in started:
-        sup.stop(timeout=WAIT_S)
-
-
 # ---------------------------------------------------------------------------------- helpers
 def children(sup: DynamicSupervisor) -> dict[str, DynamicChildInfo]:
     return {c.id: c for c in sup.which_children(timeout=WAIT_S)}
@@ -255,10 +247,10 @@ def test_nodes_have_distinct_addresses_and_namespaces(cluster: LocalCluster) -> 
 
 
 def test_partition_fails_over_exactly_once_and_zombies_stop_on_heal(
-        cluster: LocalCluster, ledger: Any, sups: list[DynamicSupervisor]) -> None:
+        cluster: LocalCluster, ledger: Any, dynamic_sups: list[DynamicSupervisor]) -> None:
     victim, survivor = cluster.worker_nodes[:2]
     sup = DynamicSupervisor.start("iso-heal", reconcile_interval_s=0.5, timeout=WAIT_S)
-    sups.append(sup)
+    dynamic_sups.append(sup)
     before, on_victim = start_fenced(sup, ledger, victim, survivor, "heal")
     now = fail_over(cluster, sup, ledger, victim, before, on_victim)
 
@@ -282,12 +274,12 @@ def test_partition_fails_over_exactly_once_and_zombies_stop_on_heal(
 
 
 def test_zombie_alive_after_heal_is_fenced(cluster: LocalCluster, ledger: Any,
-                                          sups: list[DynamicSupervisor]) -> None:
+                                          dynamic_sups: list[DynamicSupervisor]) -> None:
     while len(cluster.worker_nodes) < 2:
         cluster.add_node()  # an isolated node of its own, too
     victim, survivor = cluster.worker_nodes[-1], cluster.worker_nodes[0]
     sup = DynamicSupervisor.start("iso-fence", reconcile_interval_s=0.5, timeout=WAIT_S)
-    sups.append(sup)
+    dynamic_sups.append(sup)
     before, on_victim = start_fenced(sup, ledger, victim, survivor, "fence")
     now = fail_over(cluster, sup, ledger, victim, before, on_victim)
 

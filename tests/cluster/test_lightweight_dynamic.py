@@ -83,18 +83,10 @@ def cluster() -> Iterator[LocalCluster]:
         c.shutdown()
 
 
-@pytest.fixture
-def sups(cluster: LocalCluster) -> Iterator[list[DynamicSupervisor]]:
-    started: list[DynamicSupervisor] = []
-    yield started
-    for sup in started:
-        sup.stop(timeout=WAIT_S)
-
-
-def start_sup(sups: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
+def start_sup(started: list[DynamicSupervisor], name: str, **options: Any) -> DynamicSupervisor:
     options.setdefault("reconcile_interval_s", 0.5)
     sup = DynamicSupervisor.start(name, timeout=WAIT_S, **options)
-    sups.append(sup)
+    started.append(sup)
     return sup
 
 
@@ -174,8 +166,8 @@ def assert_exactly_once(sup: DynamicSupervisor, cluster: LocalCluster,
 
 # ------------------------------------------------------------------------------ failover
 def test_node_kill_and_host_kill_bring_every_child_back_exactly_once(
-        cluster: LocalCluster, sups: list[DynamicSupervisor]) -> None:
-    sup = start_sup(sups, "lwd-failover")
+        cluster: LocalCluster, dynamic_sups: list[DynamicSupervisor]) -> None:
+    sup = start_sup(dynamic_sups, "lwd-failover")
     results = sup.start_children([light(i) for i in range(CHILDREN)], timeout=120)
     errors = [r for r in results if not isinstance(r, DynamicChildInfo)]
     assert not errors, errors[:3]
@@ -212,9 +204,9 @@ def test_node_kill_and_host_kill_bring_every_child_back_exactly_once(
 
 
 # ---------------------------------------------------------------------------- mixed tree
-def test_mixed_tree_of_actor_and_lightweight_children(cluster: LocalCluster,
-                                                      sups: list[DynamicSupervisor]) -> None:
-    sup = start_sup(sups, "lwd-mixed")
+def test_mixed_tree_of_actor_and_lightweight_children(
+        cluster: LocalCluster, dynamic_sups: list[DynamicSupervisor]) -> None:
+    sup = start_sup(dynamic_sups, "lwd-mixed")
     heavy = sup.start_child(ChildSpec(id="heavy", actor=Heavy, args=("heavy",),
                                       options={"num_cpus": 0}), timeout=WAIT_S)
     results = sup.start_children([light(i) for i in range(3)], timeout=WAIT_S)
@@ -243,8 +235,8 @@ def test_mixed_tree_of_actor_and_lightweight_children(cluster: LocalCluster,
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_lightweight_starts_fail_with_the_cause_and_leave_no_record(
-        cluster: LocalCluster, sups: list[DynamicSupervisor]) -> None:
-    sup = start_sup(sups, "lwd-bad", lightweight={"max_children_per_host": 1})
+        cluster: LocalCluster, dynamic_sups: list[DynamicSupervisor]) -> None:
+    sup = start_sup(dynamic_sups, "lwd-bad", lightweight={"max_children_per_host": 1})
     registry = Registry.start("default")
     with pytest.raises(StartChildError, match="child 'broken' failed to start: its "
                                               "constructor raised ValueError: nope"):
