@@ -28,7 +28,8 @@ from herd.registry import (
     via,
 )
 from herd.registry.errors import AlreadyRegistered, EpochConflict, NotRegistered, UnknownRegistry
-from herd.registry.models import MAX_KEY_BYTES, MAX_META_BYTES, actor_id
+from herd.registry.meta import MAX_META_BYTES
+from herd.registry.models import MAX_KEY_BYTES, actor_id
 
 N_CONTENDERS = 8
 

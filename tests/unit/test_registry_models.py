@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import math
 
 import pytest
@@ -9,14 +11,13 @@ import pytest
 from herd.platform.errors import ConfigError
 from herd.registry.errors import RegistryError, RegistryInputError
 from herd.registry.layout import actor_name, shard_of
+from herd.registry.meta import MAX_META_BYTES, check_meta
 from herd.registry.models import (
     MAX_KEY_BYTES,
-    MAX_META_BYTES,
     check_changes,
     check_epoch,
     check_handle,
     check_key,
-    check_meta,
     check_method,
     check_name,
     check_timeout,
@@ -31,6 +32,10 @@ def test_bad_keys(key: object) -> None:
         check_key(key)
     assert info.value.field == "key"
     assert isinstance(info.value, RegistryError) and isinstance(info.value, ConfigError)
+
+
+class Colour(enum.IntEnum):
+    RED = 1
 
 
 def test_good_keys() -> None:
@@ -51,6 +56,39 @@ def test_meta_is_normalised_copy() -> None:
     checked = check_meta(original)
     assert checked == {"t": [1, 2], "nested": {"a": None}} and checked is not original
     assert check_meta(None) == {}
+
+
+def _as_json(meta: dict[str, object]) -> int | None:
+    """The meta's size as JSON, None if JSON refuses it (the rule ``check_meta`` follows)."""
+    try:
+        return len(json.dumps(meta, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("meta", [
+    {"k": "x" * (MAX_META_BYTES - 8)},          # exactly at the limit: accepted
+    {"k": "x" * (MAX_META_BYTES - 7)},          # one byte over
+    {"k": "\u00e9" * (MAX_META_BYTES // 6 - 2)},  # escaped to 6 bytes a character
+    {"k": "\U0001f600" * (MAX_META_BYTES // 12)},  # 12 bytes a character
+    {"k": "\n\"" * (MAX_META_BYTES // 4)},       # escapes in ASCII text
+    {1: "int key", None: [1.5, True, None, (2, "t")]},  # keys JSON turns into strings
+    {"n": 2**70, "f": -1.2345678901234567e-308, "nested": {"a": [[], {}]}},
+    {"e": Colour.RED, "inf": math.inf},
+])
+def test_meta_check_follows_json(meta: dict[str, object]) -> None:
+    size = _as_json(meta)
+    if size is None or size > MAX_META_BYTES:
+        with pytest.raises(RegistryInputError):
+            check_meta(meta)
+    else:
+        assert check_meta(meta) == json.loads(json.dumps(meta))
+
+
+def test_meta_strings_are_interned() -> None:
+    one = check_meta({"owner": "".join(["node-", "abc"])})
+    two = check_meta({"owner": "".join(["node-", "abc"])})
+    assert one["owner"] is two["owner"]
 
 
 def test_handle_epoch_timeout_method_name_checks() -> None:
