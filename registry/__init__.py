@@ -38,6 +38,7 @@ from herd.registry.errors import (
 from herd.registry.records import (
     Event,
     EventBatch,
+    MetaMatch,
     Registered,
     Registration,
     Snapshot,
@@ -56,6 +57,7 @@ __all__ = [
     "EventBatch",
     "HolderDead",
     "KeyModeError",
+    "MetaMatch",
     "NotRegistered",
     "Registered",
     "Registration",

@@ -32,7 +32,7 @@ from herd.platform.errors import HerdTimeoutError
 from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.connection import Connection, aconfigure, anamed, named
-from herd.registry.records import KeyMode, Registration, Written
+from herd.registry.records import KeyMode, MetaMatch, Registration, Written
 
 log = ops.log
 
@@ -92,7 +92,7 @@ class AsyncRegistry:
                      timeout: float | None = None) -> int:
         return await self._run(ops.remove(self, key, epoch, timeout))
 
-    async def compare_and_set(self, key: str, expected_epoch: int | None, *,
+    async def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | None, *,
                               timeout: float | None = None, **changes: Any) -> Registration:
         return await self._run(ops.compare_and_set(self, key, expected_epoch, changes, timeout))
 

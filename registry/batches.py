@@ -31,7 +31,14 @@ from herd.registry.operations import (
     rejection_error,
     require,
 )
-from herd.registry.records import ClaimItem, OnHolderDeath, RegisterItem, Rejection, RemoveItem
+from herd.registry.records import (
+    ClaimItem,
+    OnHolderDeath,
+    RegisterItem,
+    Rejection,
+    RemoveItem,
+    Written,
+)
 
 MAX_BATCH = 100_000
 
@@ -50,8 +57,8 @@ def register_many(registry: Layout, entries: Any, on_holder_death: Any,
         field = f"entries[{i}]"
         key, handle = _checked(models.check_key, key, f"{field}.key"), _handle(handle, field)
         meta = _checked(models.check_meta, meta, f"{field}.meta")
-        checked.append(RegisterItem(key, handle, models.actor_id(handle), nodes.of(handle), meta,
-                                    on_death, f"{op}/{i}"))
+        holder_id, node = nodes.of(handle)
+        checked.append(RegisterItem(key, handle, holder_id, node, meta, on_death, f"{op}/{i}"))
     deadline = deadline_of(timeout)
     return _by_shard(registry, "register_many", checked, lambda part: (part, ready_s(deadline)),
                      deadline)
@@ -65,23 +72,29 @@ def compare_and_set_many(registry: Layout, items: Any, timeout: float | None,
     listed = _items(items, "items")
     require(registry, "unique", "compare_and_set_many")
     op, nodes = uuid.uuid4().hex, _Nodes()
+    # Items may share one changes dict (e.g. thousands of claims with one patch): it is
+    # checked once and sent once (pickle writes a shared object once).
+    shared: dict[int, tuple[dict[str, Any], str | None, str | None]] = {}
     checked = []
     for i, item in enumerate(listed):
         key, expected, changes = _fields(item, f"items[{i}]", 2, 3)
         field = f"items[{i}]"
         key = _checked(models.check_key, key, f"{field}.key")
-        expected = _checked(models.check_epoch, expected, f"{field}.expected_epoch")
+        expected = models.check_expected(expected, f"{field}.expected_epoch")
         if changes is not None and not isinstance(changes, dict):
             raise RegistryInputError("must be a dict of changes", field=f"{field}.changes",
                                      value=changes)
-        changes = _checked(models.check_changes, changes or {}, f"{field}.changes")
-        handle = changes.get("handle")
-        checked.append(ClaimItem(key, expected, changes,
-                                 models.actor_id(handle) if handle is not None else None,
-                                 nodes.of(handle) if handle is not None else None, f"{op}/{i}"))
+        known = shared.get(id(changes))
+        if known is None:
+            valid = _checked(models.check_changes, changes or {}, f"{field}.changes")
+            handle = valid.get("handle")
+            holder_id, node = nodes.of(handle) if handle is not None else (None, None)
+            known = shared[id(changes)] = (valid, holder_id, node)
+        checked.append(ClaimItem(key, expected, known[0], known[1], known[2], f"{op}/{i}"))
     deadline = deadline_of(timeout)
     return _by_shard(registry, "compare_and_set_many", checked,
-                     lambda part: (part, ready_s(deadline), bool(full)), deadline)
+                     lambda part: (part, ready_s(deadline), bool(full)), deadline,
+                     None if full else _as_written)
 
 
 def remove_many(registry: Layout, items: Any, timeout: float | None) -> Operation:
@@ -100,16 +113,18 @@ def remove_many(registry: Layout, items: Any, timeout: float | None) -> Operatio
 
 # ---------------------------------------------------------------------------- internals
 class _Nodes:
-    """``own_node`` once per distinct handle."""
+    """A holder's id and ``own_node`` once per distinct handle."""
 
     def __init__(self) -> None:
-        self._known: dict[str, str | None] = {}
+        self._known: dict[int, tuple[str, str | None]] = {}
+        self._handles: list[Any] = []  # alive while the batch is checked, so ids stay unique
 
-    def of(self, handle: Any) -> str | None:
-        holder_id = models.actor_id(handle)
-        if holder_id not in self._known:
-            self._known[holder_id] = own_node(handle)
-        return self._known[holder_id]
+    def of(self, handle: Any) -> tuple[str, str | None]:
+        known = self._known.get(id(handle))
+        if known is None:
+            known = self._known[id(handle)] = (models.actor_id(handle), own_node(handle))
+            self._handles.append(handle)
+        return known
 
 
 def _items(items: Any, field: str) -> list[Any]:
@@ -147,10 +162,16 @@ def _handle(handle: Any, field: str) -> Any:
     return models.check_handle(handle, f"{field}.handle")
 
 
+def _as_written(item: ClaimItem, answer: tuple[int, int]) -> Written:
+    return Written(item.key, *answer)
+
+
 def _by_shard(registry: Layout, method: str, items: list[Any],
-              args: Callable[[list[Any]], tuple[Any, ...]], deadline: float) -> Operation:
+              args: Callable[[list[Any]], tuple[Any, ...]], deadline: float,
+              convert: Callable[[Any, Any], Any] | None = None) -> Operation:
     """One call per shard with the shard's items; the answers put back in the items' order,
-    refusals turned into (returned) errors."""
+    refusals turned into (returned) errors, others passed through ``convert(item, answer)``
+    when given."""
     parts: dict[int, list[int]] = {}
     for index, item in enumerate(items):
         parts.setdefault(shard_of(item.key, registry.shards), []).append(index)
@@ -163,7 +184,7 @@ def _by_shard(registry: Layout, method: str, items: list[Any],
         for shard, answer in zip(shards, answers, strict=True):
             for index, result in zip(parts[shard], answer, strict=True):
                 results[index] = rejection_error(result) if isinstance(result, Rejection) \
-                    else result
+                    else result if convert is None else convert(items[index], result)
         return results
 
     return Operation(calls, deadline, combine)

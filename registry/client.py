@@ -29,7 +29,7 @@ from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.aio import AsyncRegistry
 from herd.registry.connection import Connection, configure, named
-from herd.registry.records import KeyMode, Registration, Written
+from herd.registry.records import KeyMode, MetaMatch, Registration, Written
 from herd.registry.watch import Watch
 
 log = ops.log
@@ -104,12 +104,13 @@ class Registry:
         record still has that epoch, else ``EpochConflict``. Returns the number removed."""
         return self._run(ops.remove(self, key, epoch, timeout))
 
-    def compare_and_set(self, key: str, expected_epoch: int | None, *,
+    def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | None, *,
                         timeout: float | None = None, **changes: Any) -> Registration:
         """Linearizable compare-and-set on a record's epoch (unique registries).
 
         ``expected_epoch`` 0 or None: create the record, which must not exist. Otherwise the
-        record must exist with exactly that epoch. ``changes``: ``handle`` (an actor handle,
+        record must exist with exactly that epoch; a :class:`MetaMatch`: the record must exist
+        with those meta values, whatever its epoch. ``changes``: ``handle`` (an actor handle,
         or None for a record without holder, e.g. a claim before the actor exists), ``meta``
         (replaces the meta) and ``on_holder_death``; fields not given are kept. Returns the
         new record, whose epoch is higher than any before; ``EpochConflict`` (with the actual
@@ -138,7 +139,8 @@ class Registry:
                              timeout: float | None = None, full: bool = True
                              ) -> list[Registration | Written | Exception]:
         """``compare_and_set`` of many keys at once (unique registries): ``items`` are ``(key,
-        expected_epoch)`` or ``(key, expected_epoch, changes)`` tuples, ``changes`` a dict with
+        expected)`` or ``(key, expected, changes)`` tuples (``expected``: an epoch or a
+        :class:`MetaMatch`), ``changes`` a dict with
         ``handle``/``meta``/``on_holder_death``. Returns, in order, each new record or its
         ``EpochConflict``; items of one key see each other in order. ``full=False``: each
         written item answers only a :class:`Written` (key, new epoch, entry id), which saves

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from herd.platform.errors import ConfigError, HerdError
+from herd.registry.records import Expected, MetaMatch
 
 
 class RegistryError(HerdError):
@@ -32,13 +33,20 @@ class NotRegistered(RegistryError, KeyError):
 
 
 class EpochConflict(RegistryError):
-    """A compare-and-set lost: the record's epoch was not the expected one."""
+    """A compare-and-set lost: the record's epoch was not the expected one (or, when the
+    expectation was a :class:`MetaMatch`, its meta did not have those values). ``actual``:
+    the record's epoch, None when it is absent."""
 
-    def __init__(self, key: str, expected: int, actual: int | None) -> None:
+    def __init__(self, key: str, expected: Expected, actual: int | None) -> None:
         self.key = key
         self.expected = expected
         self.actual = actual
-        super().__init__(f"epoch conflict on {key!r}: expected {expected}, found {actual}")
+        if isinstance(expected, MetaMatch):
+            found = "no record" if actual is None else f"epoch {actual} without those values"
+            super().__init__(f"epoch conflict on {key!r}: expected meta {expected.values}, "
+                             f"found {found}")
+        else:
+            super().__init__(f"epoch conflict on {key!r}: expected {expected}, found {actual}")
 
 
 class UnknownRegistry(RegistryError):

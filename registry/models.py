@@ -24,11 +24,11 @@ from ray.actor import ActorHandle
 from herd.platform.validation import format_loc
 from herd.registry.errors import RegistryInputError
 from herd.registry.meta import check_meta
-from herd.registry.records import KeyMode, OnHolderDeath
+from herd.registry.records import Expected, KeyMode, MetaMatch, OnHolderDeath
 
 MAX_KEY_BYTES = 1024
 MAX_SHARDS = 64
-CHANGE_FIELDS = ("handle", "meta", "on_holder_death")
+CHANGE_FIELDS = ("handle", "meta", "meta_update", "meta_increment", "on_holder_death")
 
 T = TypeVar("T")
 
@@ -123,14 +123,33 @@ def actor_id(handle: ActorHandle) -> str:
     return handle._actor_id.hex()
 
 
-def check_epoch(expected: Any) -> int:
+def check_epoch(expected: Any, field: str = "expected_epoch") -> int:
     """``None`` and 0 both mean "the key must be absent"."""
     if expected is None:
         return 0
     if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise RegistryInputError("must be an int >= 0 or None", field="expected_epoch",
-                                 value=expected)
+        raise RegistryInputError("must be an int >= 0 or None", field=field, value=expected)
     return expected
+
+
+def check_increment(increment: Any) -> dict[str, int]:
+    if not isinstance(increment, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in increment.items()):
+        raise RegistryInputError("must be a dict of str -> int", field="meta_increment",
+                                 value=increment)
+    return dict(increment)
+
+
+def check_expected(expected: Any, field: str = "expected_epoch") -> Expected:
+    """An epoch (``check_epoch``) or a :class:`MetaMatch` with at least one value (checked
+    as a meta: JSON values)."""
+    if not isinstance(expected, MetaMatch):
+        return check_epoch(expected, field)
+    values = expected.values
+    if not isinstance(values, dict) or not values:
+        raise RegistryInputError("must be a non-empty dict of meta values",
+                                 field=f"{field}.values", value=values)
+    return MetaMatch(check_meta(values, field=f"{field}.values"))
 
 
 def check_timeout(timeout: Any, default: float) -> float:
@@ -145,12 +164,22 @@ def check_timeout(timeout: Any, default: float) -> float:
 
 def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """The ``**changes`` of ``compare_and_set``: ``handle`` (an actor handle or None), ``meta``
-    (replaces the whole meta) and ``on_holder_death``."""
+    (replaces the whole meta) or ``meta_update`` (top-level keys set, the others kept) and
+    ``meta_increment`` (a dict of ints added to those meta keys, absent ones counting as 0),
+    and ``on_holder_death``."""
     unknown = sorted(set(changes) - set(CHANGE_FIELDS))
     if unknown:
         raise RegistryInputError(f"unknown change; allowed: {', '.join(CHANGE_FIELDS)}",
                                  field=unknown[0], value=changes[unknown[0]])
+    partial = sorted({"meta_update", "meta_increment"} & set(changes))
+    if "meta" in changes and partial:
+        raise RegistryInputError("give meta (a replacement) or meta_update/meta_increment, "
+                                 "not both", field=partial[0], value=changes[partial[0]])
     checked: dict[str, Any] = {}
+    if "meta_update" in changes:
+        checked["meta_update"] = check_meta(changes["meta_update"], field="meta_update")
+    if "meta_increment" in changes:
+        checked["meta_increment"] = check_increment(changes["meta_increment"])
     if "handle" in changes:
         handle = changes["handle"]
         checked["handle"] = None if handle is None else check_handle(handle)

@@ -153,7 +153,7 @@ def _removal(registry: Layout, key: str, holder_id: str | None, epoch: Any, what
 def compare_and_set(registry: Layout, key: Any, expected_epoch: Any, changes: dict[str, Any],
                     timeout: float | None) -> Operation:
     key = models.check_key(key)
-    expected = models.check_epoch(expected_epoch)
+    expected = models.check_expected(expected_epoch)
     checked = models.check_changes(changes)
     require(registry, "unique", "compare_and_set")
     handle = checked.get("handle")
@@ -365,5 +365,8 @@ def rejection_error(rejection: Rejection) -> Exception:
         return NotRegistered(rejection.key, rejection.detail)
     if rejection.kind == "holder_dead":
         return HolderDead(rejection.key, rejection.holder)
+    if rejection.kind == "meta_too_large":
+        return RegistryInputError(f"the meta would be {rejection.detail}", field="meta_update",
+                                  value=f"<changes of {rejection.key!r}>")
     return HerdTimeoutError(f"holder of {rejection.key!r} was not alive in time "
                             f"(state {rejection.detail})")

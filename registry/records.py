@@ -38,6 +38,28 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class MetaMatch:
+    """What ``compare_and_set`` may expect instead of an epoch: the record exists and its meta
+    has each of these values (top-level keys, compared as JSON values: ``1``, ``1.0`` and
+    ``True`` differ). The write still bumps the epoch, so fencing is unchanged.
+
+    For a writer whose condition is about the record's content, not its every change: a
+    supervisor claiming a dead node's children expects "still owned by that node, incarnation
+    n"; the registry clearing the dead holders meanwhile bumps the epochs without changing
+    that, and a claim at the epoch read before would conflict and need a read and a second
+    write (``EpochConflict`` then means the values differ, or the record is gone)."""
+
+    values: dict[str, Any]
+
+    def holds_for(self, meta: dict[str, Any]) -> bool:
+        return all(key in meta and type(meta[key]) is type(value) and meta[key] == value
+                   for key, value in self.values.items())
+
+
+Expected = int | MetaMatch
+
+
+@dataclass(frozen=True)
 class Written:
     """What ``compare_and_set_many(..., full=False)`` answers for an item it wrote: the record's
     new epoch and its identity, not the whole record (the caller knows what it wrote; sending
@@ -120,10 +142,11 @@ class Rejection:
     raise the typed error with all its fields (exceptions lose them through Ray)."""
 
     kind: Literal["already_registered", "epoch_conflict", "not_registered", "holder_dead",
+                  "meta_too_large",
                   "holder_not_ready"]
     key: str
     holder: Any = None
-    expected: int | None = None
+    expected: Expected | None = None
     actual: int | None = None
     detail: str = ""
 
@@ -156,7 +179,7 @@ class ClaimItem:
     """One item of ``compare_and_set_many``: ``changes`` as ``compare_and_set`` takes them."""
 
     key: str
-    expected: int
+    expected: Expected
     changes: dict[str, Any]
     holder_id: str | None
     node_id: str | None

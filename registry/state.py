@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from herd.registry.meta import within_limit
 from herd.registry.records import (
     ClaimItem,
     Entry,
     Event,
     EventBatch,
+    Expected,
     KeyMode,
+    MetaMatch,
     OnHolderDeath,
     Registered,
     RegisterItem,
@@ -92,6 +95,20 @@ class _Staged:
 def meta_matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """True when every top-level item of ``wanted`` is in ``meta`` with an equal value."""
     return all(k in meta and meta[k] == v for k, v in wanted.items())
+
+
+#: Changes that are not fields of a registration (``meta_*``: applied to the meta).
+_NOT_FIELDS = frozenset({"handle", "meta_update", "meta_increment"})
+
+
+def _merged_meta(meta: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any] | str:
+    """``meta`` with ``changes``' ``meta_update`` set and ``meta_increment`` added; a string
+    saying why not when the result would be over ``MAX_META_BYTES`` as JSON."""
+    merged = {**meta, **changes.get("meta_update", {})}
+    for key, step in changes.get("meta_increment", {}).items():
+        value = merged.get(key, 0)
+        merged[key] = (value if type(value) is int else 0) + step
+    return within_limit(merged) or merged
 
 
 class RegistryState:
@@ -185,23 +202,32 @@ class RegistryState:
         targets = [r for r in current if holder_id is None or r.holder_id == holder_id]
         return self._removal(targets, "unregistered")
 
-    def plan_compare_and_set(self, key: str, expected: int, changes: dict[str, Any],
+    def plan_compare_and_set(self, key: str, expected: Expected, changes: dict[str, Any],
                              holder_id: str | None, node_id: str | None, op: str,
                              now: float) -> Change | Rejection:
         """Unique registries only. ``expected`` 0 creates the record (the key must be absent);
-        otherwise the record must exist with that epoch. ``changes`` may hold ``handle``
+        an epoch: the record must exist with that epoch; a :class:`MetaMatch`: the record must
+        exist with those meta values. ``changes`` may hold ``handle``
         (``holder_id``/``node_id`` describe it), ``meta`` and ``on_holder_death``."""
         entries = self._key_entries(key)
         current = entries[0] if entries else None
         if current is not None and current.op == op:
             return Change(self.counter, result=current.registration)
         actual = current.registration.epoch if current else None
-        if (expected == 0 and current is not None) or (expected != 0 and actual != expected):
+        if isinstance(expected, MetaMatch):
+            if current is None or not expected.holds_for(current.registration.meta):
+                return Rejection("epoch_conflict", key, expected=expected, actual=actual)
+        elif (expected == 0 and current is not None) or (expected != 0 and actual != expected):
             return Rejection("epoch_conflict", key, expected=expected, actual=actual)
         epoch = self.counter + 1
         holder = {"handle": changes["handle"], "holder_id": holder_id,
                   "node_id": node_id} if "handle" in changes else {}
-        fields = {k: v for k, v in changes.items() if k != "handle"} | holder
+        fields = {k: v for k, v in changes.items() if k not in _NOT_FIELDS} | holder
+        if "meta_update" in changes or "meta_increment" in changes:
+            merged = _merged_meta(current.registration.meta if current else {}, changes)
+            if isinstance(merged, str):
+                return Rejection("meta_too_large", key, detail=merged)
+            fields["meta"] = merged
         if current is None:
             base = Registration(key=key, handle=None, meta={}, node_id=None, epoch=epoch,
                                 registered_at=now, entry_id=epoch, holder_id=None)
@@ -288,10 +314,11 @@ class RegistryState:
             return lambda s: s.plan_unregister(item.key, None, item.epoch)
         return self._batch([planner(i) for i in items], [i.key for i in items])
 
-    def plan_holder_gone(self, holder_id: str, reason: str) -> Change:
+    def plan_holder_gone(self, holder_id: str, reason: str, limit: int | None = None) -> Change:
         """The holder exited or died: remove its records, or clear the holder of those
-        registered with ``on_holder_death="clear"``."""
-        ids = sorted(self._by_holder.get(holder_id, ()))
+        registered with ``on_holder_death="clear"`` (``limit``: at most that many, the
+        oldest)."""
+        ids = sorted(self._by_holder.get(holder_id, ()))[:limit]
         puts: list[Entry] = []
         deletes: list[Registration] = []
         events: list[Event] = []

@@ -2,16 +2,15 @@
 
 A node failover, the death of a host or a driver's ``start_children`` hands a member thousands
 of lightweight children together. One at a time, each would cost two registry writes and a
-host call; here a claim costs one ``compare_and_set_many`` (same fencing epochs as a single
-claim: each item compares the epoch it read) that already names the member's host -- which
+host call; here a claim costs one ``compare_and_set_many`` (each item expects the owner and
+incarnation read, ``ChildRecords.claim_many``; the write bumps the epoch, the fencing token,
+as a single claim does) that already names the member's host -- which
 runs before any failover -- as the holder, and one ``start_children`` call per
 ``START_CHUNK`` children on that host. The host is told first which names are about to start
 there (``expect``), so a call routed to it between the claim and the start waits for the
 child rather than failing. The driver's ``start_children`` keeps two writes per batch (records
 created without holder, then named once started), so that a child that fails to start leaves
-no record. Each item succeeds or fails on its own; an item whose record changed is re-read and
-retried while it still names the owner and incarnation expected (``ChildRecords.retry_many``),
-as the single path does.
+no record. Each item succeeds or fails on its own.
 
 Exits of lightweight children are gathered for ``EXIT_BATCH_S`` and handled together: a host's
 death ends all its children at the same moment.
@@ -49,10 +48,6 @@ from herd.supervisors.otp.start_failure import one_line
 
 #: How long exits are gathered before they are handled together.
 EXIT_BATCH_S = 0.005
-#: How long a failover waits for the registry to clear the dead node's holders, and how
-#: often it looks.
-HOLDER_CLEAR_WAIT_S = 2.0
-HOLDER_CLEAR_POLL_S = 0.05
 #: Seconds added to the longest ``start_timeout`` of a batch for the host to start it.
 BATCH_START_MARGIN_S = 10.0
 
@@ -68,21 +63,20 @@ class BulkOps(ExecutorBase):
 
     # ------------------------------------------------------------------------ claims
     async def claim_and_start_many(self, wanted: Sequence[ChildRecord], failover: bool = False,
-                                   restarted: bool = False, holders_dead: bool = False) -> None:
+                                   restarted: bool = False) -> None:
         """Claim incarnation + 1 of each record (while it still names its owner and
         incarnation) and start the children on this member's host, in batches.
 
         One registry write per child: the claim names the host as holder already (the host
         runs before the claim; it is told to hold calls to these names until they start), so
         callers wait on the host for the start instead of on the registry for a second write.
-        ``holders_dead``: the records' holders died (a node or a host): first let the
-        registry clear them (``_holders_cleared``)."""
+        The claim expects the owner and incarnation read, not the epoch
+        (``ChildRecords.claim_many``): it need not wait for the registry to clear the holders
+        that died (a node or a host) nor read the records again after."""
         wanted = [r for r in wanted if r.child_id not in self.running]
         if self.halted or not wanted:
             return
         began = time.monotonic()
-        if (failover or holders_dead) and any(r.has_holder for r in wanted):
-            wanted = await self._holders_cleared(wanted)
         specs = await self.specs_of(wanted)
         for record in wanted:
             if specs[record.child_id] is None and self.expired(record):  # it can never start
@@ -99,23 +93,16 @@ class BulkOps(ExecutorBase):
             self.wake()
             return
         prepared_s = time.monotonic() - began
-        expect = {r.child_id: (r.owner, r.incarnation) for r in ready}
         down_at = {r.child_id: self.down_at(r.owner) for r in ready} if failover else {}
         region, now = self.region(), time.time()
-
-        async def claim(batch: list[ChildRecord]) -> list[Any]:
-            return await self.store.write_many_known(
-                [(r, r.claimed(self.node_id, region, failover=failover, restarted=restarted)
-                  .started(region, now), host) for r in batch])
-
-        results = await self.store.retry_many(ready, lambda r: r.names(*expect[r.child_id]),
-                                              claim)
-        claimed = [r for r in results.values() if isinstance(r, ChildRecord)]
-        errors = [repr(e) for e in results.values() if isinstance(e, Exception)]
-        if len(claimed) < len(ready):
+        results = await self.store.claim_many(ready, self.node_id, region, now, host,
+                                              failover=failover, restarted=restarted)
+        claimed = [r for r in results if isinstance(r, ChildRecord)]
+        errors = [repr(e) for e in results if isinstance(e, Exception)]
+        if errors:  # e.g. the registry timed out: a later round claims what is still orphaned
             self.wake()
         self.log.info("children_claimed", count=len(claimed), failover=failover,
-                      lost=len(ready) - len(claimed), errors=errors[:3],
+                      lost=results.count(None), errors=errors[:3],
                       prepare_s=round(prepared_s, 3),
                       claims_s=round(time.monotonic() - began - prepared_s, 3))
         ready_specs = {r.child_id: spec for r in claimed
@@ -139,21 +126,6 @@ class BulkOps(ExecutorBase):
         self.log.info("children_started", count=len(started), failed=len(failed),
                       host_pid=self.link.host_info.get("pid"))
         await self._failed_many(failed, first=False)
-
-    async def _holders_cleared(self, wanted: list[ChildRecord]) -> list[ChildRecord]:
-        """The records, read again once the registry has cleared the holders the dead node had
-        (or after ``HOLDER_CLEAR_WAIT_S``): clearing bumps their epochs, so claims read before
-        it would all conflict and cost a second batch. The wait polls only the names still
-        listed under those holders (not every record), then the records are read once."""
-        holders = {id(r.holder): r.holder for r in wanted if r.holder is not None}
-        names = {r.name for r in wanted}
-        deadline = time.monotonic() + HOLDER_CLEAR_WAIT_S
-        while holders and time.monotonic() < deadline:
-            if not names & await self.store.still_held(holders.values()):
-                break
-            await asyncio.sleep(HOLDER_CLEAR_POLL_S)
-        current = await self.store.current([r.child_id for r in wanted])
-        return [r for r in current.values() if r is not None]
 
     # ------------------------------------------------------------------------ starts
     async def launch_many(self, claimed: Sequence[ChildRecord], specs: dict[str, ChildSpec],
@@ -328,4 +300,4 @@ class BulkOps(ExecutorBase):
         if restart and not self.halted:
             for _ in restart:
                 self.metrics.restarted()
-            await self.claim_and_start_many(restart, restarted=True, holders_dead=hosts_died)
+            await self.claim_and_start_many(restart, restarted=True)

@@ -170,6 +170,25 @@ class ChildRecord:
                        start_by=None, region=region, failovers=self.failovers + int(failover),
                        restarts=self.restarts + int(restarted))
 
+    def claimed_running(self, owner: str, region: str | None, at: float, *, failover: bool,
+                        restarted: bool) -> ChildRecord:
+        """``claimed(...).started(region, at)`` in one step: the record of a claim that
+        names the holder already (a lightweight child's host)."""
+        return replace(self, owner=owner, incarnation=self.incarnation + 1, state="running",
+                       start_by=None, region=region, started_at=at,
+                       failovers=self.failovers + int(failover),
+                       restarts=self.restarts + int(restarted))
+
+    @staticmethod
+    def claim_patch(owner: str, region: str | None, at: float, *, failover: bool,
+                    restarted: bool) -> dict[str, Any]:
+        """The registry changes that turn any record into its ``claimed_running`` record:
+        the same for every record, so one patch serves a whole batch of claims."""
+        steps = {"incarnation": 1, "failovers": int(failover), "restarts": int(restarted)}
+        return {"meta_update": {"owner": owner, "state": "running", "start_by": None,
+                                "region": region, "started_at": at},
+                "meta_increment": {k: v for k, v in steps.items() if v}}
+
     def started(self, region: str | None, at: float) -> ChildRecord:
         return replace(self, state="running", started_at=at, start_by=None, region=region)
 

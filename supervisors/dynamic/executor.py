@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -62,37 +63,41 @@ class ChildExecutor(BulkOps):
     the constructor's arguments are ``ExecutorBase``'s)."""
 
     # ----------------------------------------------------------------- planner interface
-    def carry_out(self, action: Action) -> None:
+    def carry_out(self, action: Action) -> asyncio.Task[Any] | None:
         """Start the operation that carries ``action`` out (as a task holding the child's
-        lock)."""
+        lock); the task (None for a report)."""
         match action:
             case Unplaced(child_ids):
                 self.log.warning("no_member_for_orphans", children=list(child_ids[:10]),
                                  count=len(child_ids))
+                return None
             case Fence(child_id, incarnation):
-                self.tasks.spawn(child_id, lambda: self._fence(child_id, incarnation))
+                return self.tasks.spawn(child_id, lambda: self._fence(child_id, incarnation))
             case StopNoQuorum(child_id, incarnation):
                 self.log.warning("child_stopped_no_quorum", child_id=child_id)
-                self.tasks.spawn(child_id, lambda: self._stop_if(child_id, incarnation))
+                return self.tasks.spawn(child_id, lambda: self._stop_if(child_id, incarnation))
             case ClaimOrphan(record):
-                self.tasks.spawn(record.child_id,
-                                 lambda: self.claim_and_start(record, failover=True))
+                return self.tasks.spawn(record.child_id,
+                                        lambda: self.claim_and_start(record, failover=True))
             case ClaimMany(many):
-                self.tasks.spawn_many([r.child_id for r in many],
-                                      lambda: self.claim_and_start_many(many, failover=True))
+                return self.tasks.spawn_many(
+                    [r.child_id for r in many],
+                    lambda: self.claim_and_start_many(many, failover=True))
             case ForgetOrphan(record, why):
-                self.tasks.spawn(record.child_id, lambda: self.forget(
+                return self.tasks.spawn(record.child_id, lambda: self.forget(
                     record, record.owner, record.incarnation, why))
             case StartOwn(record):
-                self.tasks.spawn(record.child_id, lambda: self.claim_and_start(record))
+                return self.tasks.spawn(record.child_id, lambda: self.claim_and_start(record))
             case StartOwnMany(many):
-                self.tasks.spawn_many([r.child_id for r in many],
-                                      lambda: self.claim_and_start_many(many))
+                return self.tasks.spawn_many([r.child_id for r in many],
+                                             lambda: self.claim_and_start_many(many))
             case Move(child_id, incarnation, target):
-                self.tasks.spawn(child_id, lambda: self._move(child_id, incarnation, target))
+                return self.tasks.spawn(child_id,
+                                        lambda: self._move(child_id, incarnation, target))
             case Reassign(record, target):
-                self.tasks.spawn(record.child_id, lambda: self._reassign(
+                return self.tasks.spawn(record.child_id, lambda: self._reassign(
                     record.child_id, record.incarnation, target))
+        return None
 
     # ------------------------------------------------------------------ driver requests
     async def start_owned(self, record: ChildRecord, spec: ChildSpec) -> DynamicChildInfo:

@@ -44,9 +44,9 @@ from herd.supervisors.dynamic import records
 from herd.supervisors.dynamic.child_record import ChildRecord
 from herd.supervisors.dynamic.executor import ChildExecutor
 from herd.supervisors.dynamic.metrics import DynamicMetrics
-from herd.supervisors.dynamic.planner import Snapshot, plan
+from herd.supervisors.dynamic.planner import Snapshot, plan, plan_takeover
 from herd.supervisors.dynamic.running import SUPERSEDED
-from herd.supervisors.dynamic.spec import DynamicChildInfo
+from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
 from herd.supervisors.errors import SupervisorStopped
 from herd.supervisors.otp.exit import SHUTDOWN
 from herd.supervisors.otp.spec import ChildSpec
@@ -55,6 +55,9 @@ from herd.supervisors.strategies import member_of
 log = get_logger("herd.dynamic")
 
 RESYNC_S = 5.0
+#: At most this long a reconcile round waits for a takeover's claims and starts before its
+#: full read.
+TAKEOVER_WAIT_S = 30.0
 MEMBER_CALL_S = 5.0
 #: Children this member creates at once. Ray starts worker processes one per CPU at a time
 #: (``maximum_startup_concurrency``); more in flight would only queue inside Ray, where their
@@ -99,6 +102,11 @@ class DynamicMember:
         self.ensured: set[str] = {node_id}
         self.synced_at = 0.0
         self.seen_self = False
+        #: The records of the last round, and whether a node went down since (see
+        #: ``_reconcile``: the takeover is planned from them first).
+        self.last_records: tuple[ChildRecord, ...] | None = None
+        self.node_lost = False
+        self.takeover: list[asyncio.Task[Any]] = []
         self.wakeup = asyncio.Event()
         registry = await AsyncRegistry.start(config.registry)
         self.membership = await AsyncMembership.get()
@@ -147,6 +155,8 @@ class DynamicMember:
         else:
             self.nodes.pop(event.node_id, None)
             self.down_at[event.node_id] = event.at
+            self.node_lost = True
+            self._take_over()
         self.reconcile_now()
 
     def reconcile_now(self) -> None:
@@ -177,15 +187,13 @@ class DynamicMember:
             self.log.error("member_node_declared_dead")
             await self._halt("node declared dead", brutal=True)
             return
+        self._take_over()
+        if self.takeover:  # its read would compete with the claims for this loop and the registry
+            await asyncio.wait(self.takeover, timeout=TAKEOVER_WAIT_S)
+            self.takeover = [t for t in self.takeover if not t.done()]
         await self._ensure_members()
-        snapshot = Snapshot(
-            node_id=self.node_id,
-            members=tuple(member_of(n) for n in config.eligible(self.nodes.values())),
-            live_nodes=frozenset(nid for nid, n in self.nodes.items() if n.alive),
-            records=tuple(await self.children.store.all()),
-            running=self.children.running.view(), strategy=self.strategy, now=time.time(),
-            busy=self.children.tasks.busy(), draining=self.node_id in config.draining,
-            redistribution=config.redistribution)
+        self.last_records = tuple(await self.children.store.all())
+        snapshot = self._snapshot(config, self.last_records)
         for action in plan(snapshot):
             self.children.carry_out(action)
         self.children.metrics.running(len(self.children.running))
@@ -193,6 +201,28 @@ class DynamicMember:
                 r.lightweight for r in snapshot.records):
             self._warm_host()
             self._prefetch_specs(snapshot.records)
+
+    def _take_over(self) -> None:
+        """After a node went down: claim its lightweight children from the last round's
+        records, at once (in the membership event's handler, not after the round in flight):
+        reading 10 000 records again first would delay every claim by that read. The next full
+        round waits for these claims and starts."""
+        if not self.node_lost or self.last_records is None or self.children.halted:
+            return
+        self.node_lost = False
+        snapshot = self._snapshot(self.config, self.last_records)
+        self.takeover += [task for action in plan_takeover(snapshot)
+                          if (task := self.children.carry_out(action)) is not None]
+
+    def _snapshot(self, config: DynamicSupervisorSpec,
+                  records: tuple[ChildRecord, ...]) -> Snapshot:
+        return Snapshot(
+            node_id=self.node_id,
+            members=tuple(member_of(n) for n in config.eligible(self.nodes.values())),
+            live_nodes=frozenset(nid for nid, n in self.nodes.items() if n.alive),
+            records=records, running=self.children.running.view(), strategy=self.strategy,
+            now=time.time(), busy=self.children.tasks.busy(),
+            draining=self.node_id in config.draining, redistribution=config.redistribution)
 
     def _prefetch_specs(self, every: tuple[ChildRecord, ...]) -> None:
         """Read ahead, in the background, the specs this member would need to take over the
@@ -230,6 +260,7 @@ class DynamicMember:
         for gone in self.nodes.keys() - view.keys():
             self.down_at.setdefault(gone, now)
             self.ensured.discard(gone)
+            self.node_lost = True
         self.nodes = view
         self.seen_self = self.seen_self or self.node_id in view
         self.synced_at = time.monotonic()

@@ -209,6 +209,18 @@ def plan(snapshot: Snapshot) -> list[Action]:
     return actions
 
 
+def plan_takeover(snapshot: Snapshot) -> list[Action]:
+    """The claims of lightweight orphans only, from a snapshot whose records may be stale: the
+    previous round's, read before a node went down, so that a member claims the moment it
+    hears of the death instead of after reading every record again. Safe with stale records:
+    each claim expects the owner and incarnation it read (``ChildRecords.claim_many``), so a
+    record that changed since can only lose its claim; records created since are left to the
+    full round that follows."""
+    if not snapshot.quorum:
+        return []
+    return [a for a in _adopt_orphans(snapshot) if isinstance(a, ClaimMany)]
+
+
 def _fence(s: Snapshot) -> list[Action]:
     by_id = {r.child_id: r for r in s.records}
     actions: list[Action] = []

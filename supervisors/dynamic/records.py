@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from ray import cloudpickle
 
 from herd.platform import kv
-from herd.registry import AsyncRegistry, Registration, Written
+from herd.registry import AsyncRegistry, MetaMatch, Registration, Written
 from herd.registry.errors import EpochConflict
 from herd.supervisors.dynamic.child_record import SUP_META, ChildRecord
 from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpec
@@ -244,12 +244,6 @@ class ChildRecords:
         every = {r.child_id: r for r in await self.all()}
         return {c: every.get(c) for c in child_ids}
 
-    async def still_held(self, holders: Iterable[Any]) -> set[str]:
-        """The names the registry still lists under any of ``holders`` (actor handles): a
-        cheap read (names only) to wait on while the registry clears dead holders."""
-        found = await asyncio.gather(*(self.registry.keys_of(h) for h in holders))
-        return {key for keys in found for key in keys}
-
     async def write_many(self, items: Sequence[tuple[ChildRecord, ChildRecord, dict[str, Any]]]
                          ) -> list[Registration | Exception]:
         """``write`` for many records in one ``compare_and_set_many``: per item ``(current,
@@ -259,20 +253,30 @@ class ChildRecords:
              for cur, new, changes in items])
         return cast(list[Registration | Exception], answers)  # full=True: no Written
 
-    async def write_many_known(self, items: Sequence[tuple[ChildRecord, ChildRecord, Any]]
-                               ) -> list[ChildRecord | Exception]:
-        """``write_many`` of ``(current, new, holder)`` items (the holder registered with
-        ``on_holder_death="clear"``), answering per item ``new`` as written (its new epoch and
-        entry id, and the holder) or the error: the registry sends back only the epochs
-        (``full=False``), not thousands of records to rebuild."""
+    async def claim_many(self, currents: Sequence[ChildRecord], owner: str,
+                         region: str | None, at: float, holder: Any, *, failover: bool,
+                         restarted: bool) -> list[ChildRecord | Exception | None]:
+        """Claim the next incarnation of each record for ``owner``, running under ``holder``
+        (registered with ``on_holder_death="clear"``), if it still names the owner and
+        incarnation read, whatever else changed (``MetaMatch``: the registry clearing a dead
+        holder, which bumps the epoch, does not make the claim conflict). Every item carries
+        the same changes (``ChildRecord.claim_patch``), checked and sent once. Per record, in
+        order: its ``claimed_running`` record as written (new epoch and entry id), None when
+        the record names another owner or incarnation or is gone (lost to someone else), or
+        the error. The registry sends back only the epochs (``full=False``)."""
+        changes = {**ChildRecord.claim_patch(owner, region, at, failover=failover,
+                                             restarted=restarted),
+                   "handle": holder, "on_holder_death": "clear"}
         answers = await self.registry.compare_and_set_many(
-            [(cur.name, cur.epoch, {"meta": new.to_meta(), "handle": holder,
-                                    "on_holder_death": "clear"})
-             for cur, new, holder in items], full=False)
-        return [replace(new, epoch=answer.epoch, entry_id=answer.entry_id,
+            [(cur.name, MetaMatch({"owner": cur.owner, "incarnation": cur.incarnation}),
+              changes) for cur in currents], full=False)
+        return [replace(cur.claimed_running(owner, region, at, failover=failover,
+                                            restarted=restarted),
+                        epoch=answer.epoch, entry_id=answer.entry_id,
                         has_holder=holder is not None, holder=holder)
-                if isinstance(answer, Written) else answer
-                for (_, new, holder), answer in zip(items, answers, strict=True)]
+                if isinstance(answer, Written) else
+                None if isinstance(answer, EpochConflict) else answer
+                for cur, answer in zip(currents, answers, strict=True)]
 
     async def remove_many(self, records: Sequence[ChildRecord]) -> list[Any]:
         """``remove`` for many records in one ``remove_many`` (errors returned)."""

@@ -14,6 +14,7 @@ from herd.registry import batches, store
 from herd.registry.errors import RegistryInputError
 from herd.registry.records import (
     ClaimItem,
+    MetaMatch,
     Registered,
     RegisterItem,
     Registration,
@@ -257,3 +258,15 @@ def test_batches_are_split_by_shard_and_answers_put_back_in_order() -> None:
     results = operation.combine(answers)
     assert results[:40] == [f"k{i}" for i in range(40)]
     assert type(results[40]).__name__ == "EpochConflict"
+
+
+def test_items_sharing_one_changes_dict_share_one_checked_copy() -> None:
+    patch = {"meta_update": {"owner": "n2"}, "meta_increment": {"incarnation": 1}}
+    operation = batches.compare_and_set_many(
+        Layout(), [(f"k{i}", MetaMatch({"owner": "n1", "incarnation": 1}), patch)
+                   for i in range(50)] + [("other", 3, {"meta": {"x": 1}})], None)
+    items = [item for call in operation.calls for item in call.args[0]]
+    shared = {id(item.changes) for item in items if item.key != "other"}
+    assert len(items) == 51 and len(shared) == 1
+    assert next(i for i in items if i.key == "k7").changes == patch
+    assert next(i for i in items if i.key == "other").changes == {"meta": {"x": 1}}

@@ -11,11 +11,12 @@ import pytest
 from herd.platform.errors import ConfigError
 from herd.registry.errors import RegistryError, RegistryInputError
 from herd.registry.layout import actor_name, shard_of
-from herd.registry.meta import MAX_META_BYTES, check_meta
+from herd.registry.meta import MAX_META_BYTES, check_meta, within_limit
 from herd.registry.models import (
     MAX_KEY_BYTES,
     check_changes,
     check_epoch,
+    check_expected,
     check_handle,
     check_key,
     check_method,
@@ -23,6 +24,7 @@ from herd.registry.models import (
     check_timeout,
     options,
 )
+from herd.registry.records import MetaMatch
 
 
 @pytest.mark.parametrize("key", ["", 7, None, b"bytes", "x" * (MAX_KEY_BYTES + 1),
@@ -91,6 +93,30 @@ def test_meta_strings_are_interned() -> None:
     assert one["owner"] is two["owner"]
 
 
+def test_partial_meta_changes_are_checked() -> None:
+    checked = check_changes({"meta_update": {"t": (1,)}, "meta_increment": {"n": 1}})
+    assert checked == {"meta_update": {"t": [1]}, "meta_increment": {"n": 1}}
+    for bad, field in [({"meta": {}, "meta_update": {}}, "meta_update"),
+                       ({"meta_update": [1]}, "meta_update"),
+                       ({"meta_increment": {"n": 1.5}}, "meta_increment"),
+                       ({"meta_increment": {"n": True}}, "meta_increment")]:
+        with pytest.raises(RegistryInputError) as info:
+            check_changes(bad)
+        assert info.value.field == field
+
+
+def test_expected_is_an_epoch_or_a_meta_match() -> None:
+    assert check_expected(7) == 7 and check_expected(None) == 0
+    assert check_expected(MetaMatch({"owner": "n", "n": (1,)})) == MetaMatch(
+        {"owner": "n", "n": [1]})
+    for bad, field in [(MetaMatch({}), "items[3].expected_epoch.values"),
+                       (MetaMatch({"f": object()}), "items[3].expected_epoch.values"),
+                       ("3", "items[3].expected_epoch")]:
+        with pytest.raises(RegistryInputError) as info:
+            check_expected(bad, "items[3].expected_epoch")
+        assert info.value.field == field
+
+
 def test_handle_epoch_timeout_method_name_checks() -> None:
     for bad in [object(), "actor", None]:
         with pytest.raises(RegistryInputError, match="actor handle"):
@@ -131,3 +157,14 @@ def test_layout() -> None:
     spread = {shard_of(f"key-{i}", 4) for i in range(100)}
     assert spread == {0, 1, 2, 3}
     assert shard_of("stable", 8) == shard_of("stable", 8)
+
+
+@pytest.mark.parametrize("meta", [
+    {"k": "x" * (MAX_META_BYTES - 8)}, {"k": "x" * (MAX_META_BYTES - 7)},
+    {"k": "\U0001f600" * (MAX_META_BYTES // 12)}, {"k": "\U0001f600" * (MAX_META_BYTES // 12 + 1)},
+    {"n": [1.5e300, -2**70, None, True, {"d": ""}] * 2000}, {"small": {"a": [1, "b"]}},
+])
+def test_within_limit_agrees_with_json(meta: dict[str, object]) -> None:
+    size = _as_json(meta)
+    assert size is not None
+    assert (within_limit(meta) is None) == (size <= MAX_META_BYTES)

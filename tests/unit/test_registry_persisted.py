@@ -28,18 +28,13 @@ class _Unrestorable:
         return (self.fail, ())
 
 
-class _AsStoredHandle(pickle.Pickler):
-    """Writes ``_Unrestorable`` objects the way ``persisted.dumps`` writes actor handles."""
-
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, _Unrestorable):
-            return (persisted.HANDLE_TAG, pickle.dumps(obj))
-        return None
-
-
 def _stored(value: Any) -> bytes:
+    """``value`` pickled with ``_Unrestorable`` objects written the way ``persisted.dumps``
+    writes actor handles."""
     out = io.BytesIO()
-    _AsStoredHandle(out).dump(value)
+    pickler = pickle.Pickler(out)
+    pickler.dispatch_table = {_Unrestorable: persisted.reduce_handle}
+    pickler.dump(value)
     return out.getvalue()
 
 

@@ -7,7 +7,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herd.registry.records import Entry, Registered, Registration, Rejection, Unregistered, Updated
+from herd.registry.meta import MAX_META_BYTES
+from herd.registry.records import (
+    Entry,
+    MetaMatch,
+    Registered,
+    Registration,
+    Rejection,
+    Unregistered,
+    Updated,
+)
 from herd.registry.state import Change, RegistryState
 
 
@@ -99,6 +108,41 @@ def test_compare_and_set_creates_updates_and_rejects() -> None:
     missing = state.plan_compare_and_set("nope", 5, {}, None, None, "op5", 1.0)
     assert isinstance(missing, Rejection) and missing.actual is None
     assert state.keys_of("x") == ["c"]
+
+
+def test_compare_and_set_on_meta_values_ignores_other_changes() -> None:
+    state, store = RegistryState("unique"), FakeStore()
+    apply(state, store, reg(state, "c", "a", on_holder_death="clear",
+                            meta={"owner": "n1", "incarnation": 1, "flag": True}))
+    apply(state, store, state.plan_holder_gone("a", "holder died"))  # epoch 1 -> 2
+    claim = MetaMatch({"owner": "n1", "incarnation": 1})
+    won = apply(state, store, state.plan_compare_and_set(
+        "c", claim, {"handle": "h-b", "meta": {"owner": "n2", "incarnation": 2}}, "b", "n2",
+        "op1", 2.0))
+    assert isinstance(won, Registration) and won.epoch == 3 and won.holder_id == "b"
+    again = state.plan_compare_and_set("c", claim, {}, None, None, "op2", 3.0)  # lost: n2 now
+    assert isinstance(again, Rejection) and again.kind == "epoch_conflict"
+    assert (again.expected, again.actual) == (claim, 3)
+    for values in ({"incarnation": True}, {"incarnation": 2.0}, {"missing": None}):
+        assert isinstance(state.plan_compare_and_set("c", MetaMatch(values), {}, None, None,
+                                                     "op3", 3.0), Rejection)
+    absent = state.plan_compare_and_set("nope", claim, {}, None, None, "op4", 3.0)
+    assert isinstance(absent, Rejection) and absent.actual is None
+
+
+def test_partial_meta_changes_merge_and_add() -> None:
+    state, store = RegistryState("unique"), FakeStore()
+    apply(state, store, reg(state, "c", "a", meta={"owner": "n1", "incarnation": 1, "kind": "x",
+                                                   "label": "text"}))
+    patch = {"meta_update": {"owner": "n2", "state": "running"},
+             "meta_increment": {"incarnation": 1, "failovers": 1, "label": 2}}
+    won = apply(state, store, state.plan_compare_and_set("c", 1, patch, None, None, "op1", 1.0))
+    assert won.meta == {"owner": "n2", "incarnation": 2, "kind": "x", "label": 2,
+                        "state": "running", "failovers": 1}
+    huge = state.plan_compare_and_set("c", won.epoch, {"meta_update": {
+        "big": "x" * (MAX_META_BYTES - 20)}}, None, None, "op2", 1.0)
+    assert isinstance(huge, Rejection) and huge.kind == "meta_too_large"
+    assert "at most" in huge.detail and state.registrations("c")[0].meta == won.meta
 
 
 def test_unregister_with_epoch_is_conditional() -> None:
