@@ -24,6 +24,7 @@ import ray
 from herd.platform.control_plane import control_plane_options
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
+from herd.registry.change import Change
 from herd.registry.commit import GroupCommit
 from herd.registry.holders import HolderMonitor
 from herd.registry.layout import actor_name
@@ -42,7 +43,7 @@ from herd.registry.records import (
     Snapshot,
     Updated,
 )
-from herd.registry.state import Change, Planner, RegistryState
+from herd.registry.state import Planner, RegistryState
 from herd.registry.store import ShardStore, Subscription
 from herd.registry.subscribers import Subscribers, subscription_id
 

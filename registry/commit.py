@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from herd.platform.logging import get_logger
-from herd.registry.state import Change, Planner, RegistryState
+from herd.registry.change import Change
+from herd.registry.state import Planner, RegistryState
 from herd.registry.store import ShardStore
 
 Committed = Callable[[Change], None]

@@ -51,6 +51,18 @@ def check_meta(meta: Any, field: str = "meta") -> dict[str, Any]:
     return copy  # type: ignore[no-any-return]
 
 
+def updated(meta: dict[str, Any], update: dict[str, Any],
+            increment: dict[str, int]) -> dict[str, Any] | str:
+    """A new meta: ``meta`` with ``update``'s keys set and ``increment``'s ints added (a value
+    absent or not an int counts as 0), all three already checked; a string saying why not
+    when the result would be over ``MAX_META_BYTES`` as JSON."""
+    merged = {**meta, **update}
+    for key, step in increment.items():
+        value = merged.get(key, 0)
+        merged[key] = (value if type(value) is int else 0) + step
+    return within_limit(merged) or merged
+
+
 def within_limit(meta: dict[str, Any]) -> str | None:
     """For a meta built from checked parts (e.g. a stored meta and a checked patch): None if it
     is at most ``MAX_META_BYTES`` as JSON, else why not. Bounds the size without copying it,

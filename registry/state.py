@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from herd.registry.meta import within_limit
+from herd.registry.change import Change, merge
+from herd.registry.meta import updated
 from herd.registry.records import (
     ClaimItem,
     Entry,
@@ -44,42 +45,8 @@ LOG_CAPACITY = 50_000
 BATCH_LIMIT = 1_000
 
 
-@dataclass(frozen=True)
-class Change:
-    """A planned write: records to store, records to delete, the events it emits, the shard's
-    counter after it, and what the operation returns. A retried operation that was already
-    committed plans an empty change carrying the earlier result."""
-
-    counter: int
-    puts: tuple[Entry, ...] = ()
-    deletes: tuple[Registration, ...] = ()
-    events: tuple[Event, ...] = ()
-    result: Any = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.puts and not self.deletes
-
-
 Planned = Change | Rejection
 Planner = Callable[["RegistryState"], Planned]
-
-
-def merge(counter: int, changes: Sequence[Change]) -> Change:
-    """One change with the effect of ``changes`` applied in order (``counter``: the shard's
-    counter before them). A record put and later deleted in the group is only deleted."""
-    puts: dict[int, Entry] = {}
-    deletes: dict[int, Registration] = {}
-    events: list[Event] = []
-    for change in changes:
-        for reg in change.deletes:
-            puts.pop(reg.entry_id, None)
-            deletes[reg.entry_id] = reg
-        for entry in change.puts:
-            puts[entry.registration.entry_id] = entry
-        events.extend(change.events)
-        counter = change.counter
-    return Change(counter, tuple(puts.values()), tuple(deletes.values()), tuple(events))
 
 
 @dataclass(frozen=True)
@@ -99,16 +66,6 @@ def meta_matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 #: Changes that are not fields of a registration (``meta_*``: applied to the meta).
 _NOT_FIELDS = frozenset({"handle", "meta_update", "meta_increment"})
-
-
-def _merged_meta(meta: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any] | str:
-    """``meta`` with ``changes``' ``meta_update`` set and ``meta_increment`` added; a string
-    saying why not when the result would be over ``MAX_META_BYTES`` as JSON."""
-    merged = {**meta, **changes.get("meta_update", {})}
-    for key, step in changes.get("meta_increment", {}).items():
-        value = merged.get(key, 0)
-        merged[key] = (value if type(value) is int else 0) + step
-    return within_limit(merged) or merged
 
 
 class RegistryState:
@@ -224,7 +181,8 @@ class RegistryState:
                   "node_id": node_id} if "handle" in changes else {}
         fields = {k: v for k, v in changes.items() if k not in _NOT_FIELDS} | holder
         if "meta_update" in changes or "meta_increment" in changes:
-            merged = _merged_meta(current.registration.meta if current else {}, changes)
+            merged = updated(current.registration.meta if current else {},
+                             changes.get("meta_update", {}), changes.get("meta_increment", {}))
             if isinstance(merged, str):
                 return Rejection("meta_too_large", key, detail=merged)
             fields["meta"] = merged

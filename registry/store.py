@@ -28,9 +28,9 @@ from typing import Any
 from herd.platform import kv
 from herd.platform.logging import get_logger
 from herd.registry import persisted
+from herd.registry.change import Change
 from herd.registry.layout import shard_prefix
 from herd.registry.records import Entry
-from herd.registry.state import Change
 
 CHUNK = 512
 COMPACT_SEGMENTS = 64

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herd.registry import batches, store
+from herd.registry.change import Change
 from herd.registry.errors import RegistryInputError
 from herd.registry.records import (
     ClaimItem,
@@ -23,7 +24,7 @@ from herd.registry.records import (
     Unregistered,
     Updated,
 )
-from herd.registry.state import Change, RegistryState
+from herd.registry.state import RegistryState
 
 
 def item(key: str, holder: str, op: str = "", **kw: Any) -> RegisterItem:

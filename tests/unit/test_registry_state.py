@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from herd.registry.change import Change
 from herd.registry.meta import MAX_META_BYTES
 from herd.registry.records import (
     Entry,
@@ -17,7 +18,7 @@ from herd.registry.records import (
     Unregistered,
     Updated,
 )
-from herd.registry.state import Change, RegistryState
+from herd.registry.state import RegistryState
 
 
 class FakeStore:
