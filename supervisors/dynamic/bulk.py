@@ -33,7 +33,7 @@ from typing import Any
 from ray.actor import ActorHandle
 
 from herd.registry import HolderDead, Registration
-from herd.supervisors.dynamic import records
+from herd.supervisors.dynamic import handoff, records
 from herd.supervisors.dynamic.child_record import ChildRecord
 from herd.supervisors.dynamic.executor_base import ExecutorBase
 from herd.supervisors.dynamic.planner import Exhausted, Forget, Restart, on_exit, on_start_failure
@@ -107,11 +107,15 @@ class BulkOps(ExecutorBase):
                       claims_s=round(time.monotonic() - began - prepared_s, 3))
         ready_specs = {r.child_id: spec for r in claimed
                        if (spec := specs[r.child_id]) is not None}
-        await self._start_claimed(claimed, ready_specs, down_at, host)
+        moved = {r.child_id for r in ready if r.state == "moving"}
+        await self._start_claimed(claimed, ready_specs, down_at, host, moved)
 
     async def _start_claimed(self, claimed: Sequence[ChildRecord], specs: dict[str, ChildSpec],
-                             down_at: dict[str, float | None], host: ActorHandle) -> None:
-        """Start the children whose claims named ``host`` as their holder, on it."""
+                             down_at: dict[str, float | None], host: ActorHandle,
+                             moved: set[str]) -> None:
+        """Start the children whose claims named ``host`` as their holder, on it; those
+        ``moved`` here (a drain or a rebalance) get the state their old incarnation handed
+        off, as a child started alone does."""
         started, failed = await self._start_on_host(claimed, specs, host)
         if self.halted:
             await asyncio.gather(*(stop_run(run, SUPERSEDED, brutal=True) for _, run in started))
@@ -125,6 +129,9 @@ class BulkOps(ExecutorBase):
                 self.metrics.failed_over(now - at)
         self.log.info("children_started", count=len(started), failed=len(failed),
                       host_pid=self.link.host_info.get("pid"))
+        await asyncio.gather(*(handoff.restore(self.sup, record.child_id, run.incarnation.handle,
+                                               self.log)
+                               for record, run in started if record.child_id in moved))
         await self._failed_many(failed, first=False)
 
     # ------------------------------------------------------------------------ starts

@@ -63,6 +63,12 @@ class Light:
     def crash(self) -> None:
         raise RuntimeError("crash")
 
+    def handoff(self) -> int:
+        return self.n
+
+    def restore(self, state: int) -> None:
+        self.n = state
+
 
 class Heavy(Light):
     """The same class, started as an actor child."""
@@ -231,6 +237,28 @@ def test_mixed_tree_of_actor_and_lightweight_children(
     sup.terminate_child("c1", timeout=WAIT_S)
     assert "lwd-mixed/c1" not in census(sup)
     assert sorted(host_children(sup, cluster)) == ["lwd-mixed/c0", "lwd-mixed/c2"]
+
+
+# ------------------------------------------------------------------------------ drain
+def test_drain_moves_lightweight_children_with_their_state(
+        cluster: LocalCluster, dynamic_sups: list[DynamicSupervisor]) -> None:
+    """Draining a node moves its lightweight children to another host (started together, in
+    one batch) with the state their old incarnation handed off; the others stay put."""
+    sup = start_sup(dynamic_sups, "lwd-drain")
+    results = sup.start_children([light(i) for i in range(6)], timeout=WAIT_S)
+    assert all(isinstance(r, DynamicChildInfo) for r in results), results
+    for result in results:
+        for _ in range(3):
+            rpc.get(result.handle.incr.remote(), timeout=WAIT_S)  # type: ignore[union-attr]
+    before = settled(sup, 6)
+    node = before["lwd-drain/c0"].node_id
+    moved = {name for name, c in before.items() if c.node_id == node}
+    sup.drain_node(node, timeout=WAIT_S)
+    after = settled(sup, 6, avoid=node)
+    for name, info in after.items():
+        assert info.incarnation == before[name].incarnation + (name in moved), name
+    assert {name: via(name, timeout=WAIT_S).incr.call() for name in sorted(after)} == {
+        name: 4 for name in sorted(after)}  # 3 before the move, kept by handoff/restore
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -316,7 +316,7 @@ def test_compare_and_set_claims_updates_and_fences(cluster: Any) -> None:
     started = reg.compare_and_set("child-1", claim.epoch, handle=holder)
     assert started.epoch > claim.epoch and started.meta == claim.meta
     assert started.node_id == cluster.worker_nodes[0].node_id
-    assert actor_id(reg.lookup("child-1")) == actor_id(holder)
+    assert actor_id(reg.lookup("child-1", fresh=True)) == actor_id(holder)
     with pytest.raises(EpochConflict):  # a stale owner is fenced off
         reg.compare_and_set("child-1", claim.epoch, meta={"owner": "n2"})
     moved = reg.compare_and_set("child-1", started.epoch, meta={"owner": "n2"})
