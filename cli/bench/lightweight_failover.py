@@ -5,11 +5,13 @@ supervisor with members in region us-west starts them all on the only us-west wo
 ``start_children`` call (its rate is a row too); a second us-west worker joins (passive: nothing
 moves; its member creates its host as soon as it sees lightweight records), then the first is
 SIGKILLed. Timed from the kill: ``detect_s`` until ``ray.nodes()`` shows it dead, ``claimed_s``
-until every record names the survivor, ``registered_s`` until every record has a holder again,
-``answer_s`` until every child has answered a call by name (through the holder the registry
-names, batched per host: ``call_children``). The split: detection, claims (claimed -
-detected), restarts (answered - claimed). ``via_ping_all_s``: afterwards, one call per child
-from the driver as ``via`` makes it (10 000 Ray calls: the driver's own cost, not failover).
+until the registry names the survivor's host as the holder of every child's name
+(``keys_of``), ``answer_s`` until every child has answered a call by name through that holder
+(batched: ``call_children``, ``PING_CHUNK`` names a call). The split: detection, claims
+(claimed - detected), restarts (answered - claimed). Then, untimed, every record is checked
+(one per child, naming the survivor and its host), and ``via_ping_all_s`` times one call per
+child from the driver as ``via`` makes it (10 000 Ray calls: the driver's own cost, not
+failover).
 
 (d) Registry write throughput in the same run: ``register`` one name at a time vs
 ``register_many`` (one batch) vs ``compare_and_set_many``, names per second.
@@ -30,6 +32,7 @@ from herd.platform.gcs import nodes
 from herd.platform.rpc import get
 from herd.platform.waiting import wait_until
 from herd.registry import Registration, Registry
+from herd.registry.models import actor_id
 from herd.supervisors.dynamic.member import member_handle
 from herd.supervisors.dynamic.spec import DynamicChildInfo
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
@@ -145,17 +148,17 @@ def _kill_and_time(cluster: LocalCluster, victim: Any, registry: Registry,
         deadline = time.monotonic() + DEADLINE_S
         # Claims name the standby's host as holder: poll the names it holds (cheap), not
         # every record (which would load the registry the failover is waiting on).
-        while len(registry.keys_of(host, timeout=DEADLINE_S)) < n:
+        while len(names := registry.keys_of(host, timeout=DEADLINE_S)) < n:
             if time.monotonic() > deadline:
                 raise HerdTimeoutError("the children were not all claimed in time")
             time.sleep(CLAIM_POLL_S)
         times["claimed_s"] = time.time() - killed_at
-        regs = _records(registry)
-        if len(regs) != n or any(_owner(r) == victim.node_id or r.handle is None for r in regs):
-            raise HerdError("claimed records do not all name the standby and its host")
-        times["registered_s"] = time.time() - killed_at
-        _ping_batched(registry, regs, deadline)
+        _ping_held(host, names, deadline)
         times["answer_s"] = time.time() - killed_at
+        regs = _records(registry)
+        if len(regs) != n or any(_owner(r) != standby.node_id or r.handle is None
+                                 or r.holder_id != actor_id(host) for r in regs):
+            raise HerdError("the records do not all name the standby and its host")
         began = time.perf_counter()
         _ping_all(registry, regs, deadline)
         times["via_ping_all_s"] = time.perf_counter() - began
@@ -167,37 +170,28 @@ def _kill_and_time(cluster: LocalCluster, victim: Any, registry: Registry,
     return times
 
 
-def _ping_batched(registry: Registry, regs: list[Registration], deadline: float) -> None:
-    """One answered call from every child, through the holder its record names, batched per
-    holder (``call_children``, ``PING_CHUNK`` children a call): the time the children take
-    to answer, not the time this driver takes to send 10 000 calls (``_ping_all``)."""
-    pending = {r.key: r for r in regs}
+def _ping_held(host: Any, names: list[str], deadline: float) -> None:
+    """One answered call from every child, by name, through ``host`` (the holder the registry
+    names for all of them), ``PING_CHUNK`` names a call: the time the children take to
+    answer, not the time this driver takes to send 10 000 calls (``_ping_all``)."""
+    pending = sorted(names)
     while pending:
         if time.monotonic() > deadline:
             raise HerdTimeoutError(f"{len(pending)} children never answered")
-        by_holder: dict[Any, list[Registration]] = {}
-        for r in pending.values():
-            by_holder.setdefault(r.handle, []).append(r)
-        calls = {}
-        for handle, group in by_holder.items():
-            for first in range(0, len(group), PING_CHUNK):
-                chunk = group[first:first + PING_CHUNK]
-                ref = handle.call_children.remote([r.meta["route_key"] for r in chunk], "ping",
-                                                  (), {})
-                calls[ref] = chunk
-        for ref, chunk in calls.items():
+        chunks = [pending[i:i + PING_CHUNK] for i in range(0, len(pending), PING_CHUNK)]
+        refs = [host.call_children.remote(chunk, "ping", (), {}) for chunk in chunks]
+        failed: list[str] = []
+        for chunk, ref in zip(chunks, refs, strict=True):
             try:
                 answers = get(ref, timeout=max(1.0, deadline - time.monotonic()),
                               what="batched ping")
             except (HerdError, ray.exceptions.RayError):
+                failed += chunk
                 continue
-            for r, (ok, _) in zip(chunk, answers, strict=True):
-                if ok:
-                    del pending[r.key]
-        if pending:  # their holders may have changed since (e.g. a host restarted)
+            failed += [name for name, (ok, _) in zip(chunk, answers, strict=True) if not ok]
+        pending = failed
+        if pending:
             time.sleep(POLL_S)
-            pending = {r.key: r for r in _records(registry) if r.key in pending
-                       and r.handle is not None}
 
 
 def _ping_all(registry: Registry, regs: list[Registration], deadline: float) -> None:
