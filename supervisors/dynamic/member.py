@@ -222,7 +222,8 @@ class DynamicMember:
             live_nodes=frozenset(nid for nid, n in self.nodes.items() if n.alive),
             records=records, running=self.children.running.view(), strategy=self.strategy,
             now=time.time(), busy=self.children.tasks.busy(),
-            draining=self.node_id in config.draining, redistribution=config.redistribution)
+            draining=self.node_id in config.draining, redistribution=config.redistribution,
+            lightweight_capacity=config.lightweight.max_children_per_host)
 
     def _prefetch_specs(self, every: tuple[ChildRecord, ...]) -> None:
         """Read ahead, in the background, the specs this member would need to take over the

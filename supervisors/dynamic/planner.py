@@ -91,7 +91,10 @@ class Snapshot:
     counts the records each owns). ``live_nodes``: every live node (eligible or not): a record
     whose owner is not among them is an orphan. ``records``: every child record of the
     supervisor. ``running``: child id -> what this member runs. ``busy``: children with an
-    operation in flight. ``draining``: this member's node is being drained."""
+    operation in flight. ``draining``: this member's node is being drained.
+    ``lightweight_capacity``: lightweight children a member's host takes
+    (``max_children_per_host``; None: no limit), so orphans and drained children go where
+    there is room."""
 
     node_id: str
     members: tuple[Member, ...]
@@ -103,6 +106,7 @@ class Snapshot:
     busy: frozenset[str] = frozenset()
     draining: bool = False
     redistribution: Redistribution = "passive"
+    lightweight_capacity: int | None = None
 
     @cached_property
     def loaded_members(self) -> list[Member]:
@@ -111,6 +115,18 @@ class Snapshot:
         for record in self.records:
             loads[record.owner] = loads.get(record.owner, 0) + 1
         return [replace(m, load=loads.get(m.id, 0)) for m in self.members]
+
+    @cached_property
+    def room(self) -> dict[str, int] | None:
+        """Member id -> how many more lightweight children its host can take (None: no
+        limit): ``lightweight_capacity`` less the lightweight records it owns."""
+        if self.lightweight_capacity is None:
+            return None
+        owned: dict[str, int] = {}
+        for record in self.records:
+            if record.lightweight:
+                owned[record.owner] = owned.get(record.owner, 0) + 1
+        return {m.id: self.lightweight_capacity - owned.get(m.id, 0) for m in self.members}
 
     @cached_property
     def quorum(self) -> bool:
@@ -240,7 +256,7 @@ def _adopt_orphans(s: Snapshot) -> list[Action]:
     orphans = [r for r in s.records if r.owner not in s.live_nodes and r.child_id not in s.busy]
     if not orphans:
         return []
-    owners = place(s.strategy, _placing(orphans), s.loaded_members)
+    owners = place(s.strategy, _placing(orphans), s.loaded_members, s.room)
     actions: list[Action] = []
     unplaced = tuple(sorted(r.child_id for r in orphans if r.child_id not in owners))
     if unplaced:
@@ -274,7 +290,7 @@ def _run_own(s: Snapshot) -> list[Action]:
     if leaving or not settling:
         targets = move_targets(s.strategy, s.node_id, _placing(running + stopped),
                                s.loaded_members, redistribution=s.redistribution,
-                               draining=leaving)
+                               draining=leaving, capacity=s.room)
     actions: list[Action] = []
     for record in running:
         if record.child_id in targets:
@@ -295,7 +311,7 @@ def _run_own(s: Snapshot) -> list[Action]:
 
 
 def _placing(records: Sequence[ChildRecord]) -> dict[str, Placing]:
-    return {r.child_id: Placing(r.epoch, r.requirements) for r in records}
+    return {r.child_id: Placing(r.epoch, r.requirements, r.lightweight) for r in records}
 
 
 # --------------------------------------------------------------------------------- exits

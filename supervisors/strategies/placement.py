@@ -77,10 +77,13 @@ class HasOptions(Protocol):
 
 
 class Placing(NamedTuple):
-    """What placing one existing child needs: its record's epoch and its requirements."""
+    """What placing one existing child needs: its record's epoch and its requirements;
+    ``bounded``: it counts against a member's capacity (``place``), as a lightweight child
+    counts against its host's ``max_children_per_host``."""
 
     epoch: int
     requirements: Requirements
+    bounded: bool = False
 
 
 def selector_admits(members: MemberSelector, labels: Mapping[str, str]) -> bool:
@@ -132,23 +135,32 @@ def requirements_of(spec: HasOptions) -> Requirements:
 
 
 def place(strategy: DistributionStrategy, children: Mapping[str, Placing],
-          members: Sequence[Member]) -> dict[str, str]:
+          members: Sequence[Member], capacity: Mapping[str, int] | None = None
+          ) -> dict[str, str]:
     """Owner (member id) of each child that some member can run; children no member admits are
     left out. Every member computes the same answer from the same view: children are taken in
     id order, a load-aware strategy counts each assignment, and ``random`` draws from a
-    generator seeded by the child's id and epoch (so survivors agree on one owner per orphan)."""
+    generator seeded by the child's id and epoch (so survivors agree on one owner per orphan).
+    ``capacity``: member id -> how many more ``bounded`` children it can take; a member with
+    none left is not offered one (the strategy chooses among the others), and a bounded child
+    no member has room for is left out."""
     current = list(members)
+    room = dict(capacity) if capacity is not None else None
     owners: dict[str, str] = {}
     for child_id in sorted(children):
         placing = children[child_id]
         chooser = strategy
         if strategy.name == RandomStrategy.name:
             chooser = RandomStrategy(seed=stable_hash(f"{child_id}/{placing.epoch}"))
+        offered = current if room is None or not placing.bounded else [
+            m for m in current if room.get(m.id, 0) > 0]
         try:
-            chosen = chooser.choose(child_id, current, placing.requirements)
+            chosen = chooser.choose(child_id, offered, placing.requirements)
         except (PlacementError, NoQuorum):
             continue
         owners[child_id] = chosen.id
+        if room is not None and placing.bounded:
+            room[chosen.id] = room.get(chosen.id, 0) - 1
         if strategy.load_aware:
             current = [replace(m, load=m.load + 1) if m.id == chosen.id else m for m in current]
     return owners
@@ -156,16 +168,17 @@ def place(strategy: DistributionStrategy, children: Mapping[str, Placing],
 
 def move_targets(strategy: DistributionStrategy, me: str, own: Mapping[str, Placing],
                  members: Sequence[Member], *, redistribution: str,
-                 draining: bool) -> dict[str, str]:
+                 draining: bool, capacity: Mapping[str, int] | None = None) -> dict[str, str]:
     """Which of member ``me``'s children should move, and where.
 
     Draining: all of them, placed over ``members`` (which exclude ``me``). Active
     redistribution: with ``hash_ring``/``quorum``, those the strategy now gives to another
     member; with ``least_loaded``, one at a time to the least loaded member while that evens the
     loads (``me`` has at least two more); with ``random``, none (a random owner is never
-    "wrong"). Passive: none."""
+    "wrong"). Passive: none. ``capacity``: as for ``place``, for a drain (a rebalance moves
+    children towards even loads, so it does not fill a member past the others)."""
     if draining:
-        return place(strategy, own, members)
+        return place(strategy, own, members, capacity)
     if redistribution != "active" or not own:
         return {}
     if strategy.name in DETERMINISTIC:

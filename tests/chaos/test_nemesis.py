@@ -1,6 +1,7 @@
-"""A bounded, seeded chaos run (about 3 minutes with the cluster start) against a head + 3
-workers cluster with fast health checks: the nemesis injects every fault kind this LocalCluster
-supports while the client works, and the checker finds no violation in the history.
+"""A bounded, seeded chaos run (about 2 minutes with the cluster start) against a head + 3
+workers cluster with fast health checks: the nemesis injects faults of the kinds this
+LocalCluster supports (drawn by the seed) while the client works, and the checker finds no
+violation in the history.
 
 Replay a failure with the seed it prints (``herd chaos --seed S``), or here with
 ``HERD_CHAOS_SEED=S``; ``HERD_CHAOS_DURATION_S`` and ``HERD_CHAOS_FAULTS`` change the run,
@@ -24,7 +25,7 @@ from herd.platform.cluster import LocalCluster
 from herd.platform.config import HealthCheckConfig
 
 SEED = int(os.environ.get("HERD_CHAOS_SEED", "1"))
-DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "90"))
+DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "60"))
 FAST = HealthCheckConfig(initial_delay_ms=1000, period_ms=500, timeout_ms=500,
                          failure_threshold=3)
 

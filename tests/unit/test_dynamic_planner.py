@@ -263,6 +263,37 @@ def test_lightweight_orphans_are_claimed_in_one_batch_actor_orphans_one_by_one()
     assert set(claimed.values()) == {ME, "w1"}
 
 
+def test_lightweight_orphans_go_where_hosts_have_room() -> None:
+    """With ``lightweight_capacity``, a member whose host is full (counting the lightweight
+    records it owns) is not given lightweight orphans: the strategy places them on the others,
+    and those no host has room for are reported unplaced; actor orphans are not bounded."""
+    mine = [light_rec(f"m{i}") for i in range(3)]
+    theirs = [light_rec(f"t{i}", owner="w1") for i in range(2)]
+    orphans = [light_rec(f"o{i}", owner="dead") for i in range(5)]
+    actors = [rec(f"a{i}", owner="dead") for i in range(4)]
+    everyone = mine + theirs + orphans + actors
+    placed: dict[str, str] = {}
+    unplaced: set[str] = set()
+    for node in (ME, "w1"):
+        actions = plan(snap(everyone, {r.child_id: 1 for r in mine if node == ME},
+                            node_id=node, lightweight_capacity=4))
+        for action in actions:
+            if isinstance(action, ClaimMany):
+                placed.update({r.child_id: node for r in action.records})
+            elif isinstance(action, ClaimOrphan):
+                placed[action.record.child_id] = node
+            elif isinstance(action, Unplaced):
+                unplaced |= set(action.child_ids)
+    light = {c: n for c, n in placed.items() if c.startswith("o")}
+    assert sorted(light.values()) == [ME, "w1", "w1"]  # room: 1 here, 2 there
+    assert unplaced == {"o0", "o1", "o2", "o3", "o4"} - set(light)
+    assert {c for c in placed if c.startswith("a")} == {r.child_id for r in actors}
+    free = plan(snap(everyone, lightweight_capacity=None))
+    assert sum(len(a.records) for a in free if isinstance(a, ClaimMany)) + sum(
+        len(a.records) for a in plan(snap(everyone, node_id="w1"))
+        if isinstance(a, ClaimMany)) == 5  # no limit: every orphan placed
+
+
 def test_own_lightweight_records_start_in_one_batch() -> None:
     """Records owned here that do not run (e.g. after their host died and the claim's start
     failed): lightweight ones in one StartOwnMany, actor ones one StartOwn each; the driver's
