@@ -10,8 +10,9 @@ The member is a thin shell: a level-triggered reconcile loop, woken by membershi
 pokes and otherwise run every ``reconcile_interval_s``, takes a ``Snapshot`` of what it sees,
 asks the pure planner (``herd.supervisors.dynamic.planner``) what to do, and hands the actions
 to its ``ChildExecutor`` (``herd.supervisors.dynamic.executor``), which also serves the
-driver's requests. It never blocks its event loop: registry and KV calls are awaited through
-their asyncio faces.
+driver's requests. When a node goes down, the claims of its lightweight children are planned at
+once from the last round's records (``_take_over``), before any read. It never blocks its
+event loop: registry and KV calls are awaited through their asyncio faces.
 
 Crashes are handled by the owner: each child has its own restart budget (intensity window),
 kept in the owner's memory (a child that fails over starts with a fresh budget).
@@ -102,8 +103,8 @@ class DynamicMember:
         self.ensured: set[str] = {node_id}
         self.synced_at = 0.0
         self.seen_self = False
-        #: The records of the last round, and whether a node went down since (see
-        #: ``_reconcile``: the takeover is planned from them first).
+        #: The records of the last round, whether a node went down since, and the claims
+        #: planned from those records when it did (``_take_over``).
         self.last_records: tuple[ChildRecord, ...] | None = None
         self.node_lost = False
         self.takeover: list[asyncio.Task[Any]] = []
