@@ -75,6 +75,17 @@ def member_handle(supervisor: str, node_id: str) -> Any | None:
     return control_plane.get_named(member_name(supervisor, node_id))
 
 
+def retire_member(supervisor: str, node_id: str) -> bool:
+    """End for good the member of ``supervisor`` on a node that died (blocking). Detached and
+    pinned to that node, it would otherwise wait forever to be restarted there (the GCS keeps
+    it pending); its lightweight host, which it owns, ends with it. True if there was one."""
+    handle = member_handle(supervisor, node_id)
+    if handle is None:
+        return False
+    ray.kill(handle, no_restart=True)
+    return True
+
+
 def ensure_member(supervisor: str, node_id: str) -> Any:
     """Get or create the member of ``supervisor`` on ``node_id`` (it starts supervising as soon
     as it is constructed)."""
@@ -101,6 +112,7 @@ class DynamicMember:
         self.down_at: dict[str, float] = {}
         self.handles: dict[str, Any] = {}
         self.ensured: set[str] = {node_id}
+        self.retired: set[str] = set()
         self.synced_at = 0.0
         self.seen_self = False
         #: The records of the last round, whether a node went down since, and the claims
@@ -193,6 +205,7 @@ class DynamicMember:
             await asyncio.wait(self.takeover, timeout=TAKEOVER_WAIT_S)
             self.takeover = [t for t in self.takeover if not t.done()]
         await self._ensure_members()
+        await self._retire_dead_members()
         self.last_records = tuple(await self.children.store.all())
         snapshot = self._snapshot(config, self.last_records)
         for action in plan(snapshot):
@@ -279,6 +292,18 @@ class DynamicMember:
                 except Exception as exc:  # retried next round
                     self.log.warning("member_not_created", node=node.node_id[:12],
                                      error=repr(exc))
+
+    async def _retire_dead_members(self) -> None:
+        """End the members of nodes that died (after the takeover: not on its path). Every
+        member does it; ``ray.kill`` of an actor already dead is harmless."""
+        for node_id in sorted(self.down_at.keys() - self.nodes.keys() - self.retired):
+            try:
+                if await rpc.blocking(retire_member, self.sup, node_id):
+                    self.log.info("member_retired", node=node_id[:12])
+                self.retired.add(node_id)
+                self.handles.pop(node_id, None)
+            except Exception as exc:  # tried again next round
+                self.log.warning("member_not_retired", node=node_id[:12], error=repr(exc))
 
     def _region(self) -> str | None:
         node = self.nodes.get(self.node_id)

@@ -191,6 +191,9 @@ def test_node_kill_and_host_kill_bring_every_child_back_exactly_once(
     after = settled(sup, CHILDREN, avoid=victim)
     after_idents = assert_exactly_once(sup, cluster, before, before_idents, moved, after)
     assert all(after[name].failovers == 1 for name in moved)
+    # The dead node's member (detached, pinned there) is ended, not left pending forever.
+    wait_until(lambda: member_handle(sup.name, victim) is None, WAIT_S,
+               what="the dead node's member retired")
 
     # A host's process dies: its children come back on a new host on the same node.
     node = sorted(workers - {victim})[0]
