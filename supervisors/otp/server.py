@@ -158,7 +158,8 @@ class SupervisorServer:
         self._spec: SupervisorSpec | None = None
         self._saved_ids: tuple[str, ...] | None = None
         self._log = log.bind(supervisor=name)
-        if durable and _was_restarted():
+        self._reboot_due = durable and _was_restarted()
+        if self._reboot_due:
             ray.get_runtime_context().current_actor.reboot.remote()
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,7 +170,11 @@ class SupervisorServer:
         return ready_info()
 
     async def reboot(self) -> None:
-        """After Ray restarted this root's process: start the children of the saved spec."""
+        """After Ray restarted this root: start the saved spec's children, once (sent by
+        ``__init__``; or by the first API call, as a fast poller starves that self-call)."""
+        if not self._reboot_due:
+            return
+        self._reboot_due = False
         raw = kv.get(spec_key(self.name))
         if raw is None:
             self._log.warning("reboot_without_spec")
@@ -323,6 +328,8 @@ class SupervisorServer:
         if self.signal.reason is not None:
             raise self._stopped_error()
         if self.core is None:
+            if self._reboot_due:
+                spawn(self.reboot())
             raise SupervisorStopped(f"supervisor {self.name!r} has not started its children yet")
         return self.core
 
