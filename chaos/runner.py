@@ -22,6 +22,7 @@ from herd.chaos.config import ChaosConfig
 from herd.chaos.errors import HeadLost
 from herd.chaos.faults import Nemesis
 from herd.chaos.history import History
+from herd.chaos.metrics import chaos_metrics
 from herd.chaos.observe import alive_pids, final_state, leftover_processes, run_pids, wait_answering
 from herd.chaos.schedule import plan_faults
 from herd.chaos.summary import is_fault, summarize
@@ -94,6 +95,7 @@ def run(config: ChaosConfig, cluster: LocalCluster, ledger_path: Path,
         violations.append(Violation("harness", "client", f"the client thread failed: "
                                                          f"{client.error!r}"))
     summary = summarize(config, history, violations, time.monotonic() - began, log_end)
+    chaos_metrics().finished(len(violations))
     return RunResult(config, history, violations, summary)
 
 
@@ -111,7 +113,9 @@ def _drive(config: ChaosConfig, nemesis: Nemesis, history: History, say: Progres
             return
         say(progress_line(history, start, config.duration_s,
                           f"fault {planned.index}: {planned.kind}"))
-        if not nemesis.run(planned):
+        recovered = nemesis.run(planned)
+        chaos_metrics().fault(planned.kind, recovered)
+        if not recovered:
             # More faults would only bury the first failure (and stretch the run): check now.
             log.warning("chaos_not_recovered", fault=planned.index, kind=planned.kind)
             return

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,11 +19,19 @@ from herd.chaos.config import ChaosConfig, parse_duration, parse_faults
 from herd.chaos.faults import check_supported, cluster_options
 from herd.chaos.runner import run
 from herd.chaos.summary import write_report
+from herd.cli.chaos_consensus import run_consensus_chaos
+from herd.cli.chaos_services import run_services_chaos
 from herd.cli.common import DEFAULT_LOG_DIR, echo, one_line_errors, ray_output_to
 from herd.platform.errors import ConfigError
 from herd.platform.local.cluster import LocalCluster
 
 QUIET_PROGRESS_EVERY_S = 15.0
+#: Workloads besides the supervisor's: name -> runner(seed, duration, faults, out, workers).
+WORKLOADS: dict[str, Callable[[int, str, str, Path | None, int], None]] = {
+    "consensus": run_consensus_chaos,
+    "services": run_services_chaos,
+}
+DEFAULT_FAULTS = {"consensus": "kill,pause,partition", "services": "kill"}
 
 
 def check_writable(out: Path) -> None:
@@ -67,18 +76,26 @@ class ProgressLine:
 @click.command("chaos")
 @click.option("--seed", type=int, default=None, help="seed of the schedule (default: random)")
 @click.option("--duration", default="2m", show_default=True, help="e.g. 30s, 10m, 1h")
-@click.option("--faults", default="kill,pause,child,control", show_default=True,
-              help="comma-separated: kill, pause, child, control, head, partition (or all)")
+@click.option("--faults", default=None,
+              help="comma-separated: kill, pause, child, control, head, partition (or all); "
+                   "default: kill,pause,child,control (consensus: kill,pause,partition)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON file for the history and summary (default chaos-SEED.json)")
 @click.option("--workers", type=click.IntRange(2, 3), default=3, show_default=True,
               help="worker nodes beside the head")
+@click.option("--workload", type=click.Choice(["supervisor", *sorted(WORKLOADS)]),
+              default="supervisor",
+              show_default=True, help="what the clients work and the checker checks")
 @one_line_errors
-def chaos(seed: int | None, duration: str, faults: str, out: Path | None,
-          workers: int) -> None:
+def chaos(seed: int | None, duration: str, faults: str | None, out: Path | None,
+          workers: int, workload: str) -> None:
     """Inject seeded random faults into a local cluster while a client works, then check
     herd's guarantees over the recorded history (replay a run with the same --seed)."""
     seed = seed if seed is not None else int.from_bytes(os.urandom(3), "big")
+    faults = faults or DEFAULT_FAULTS.get(workload, "kill,pause,child,control")
+    if workload != "supervisor":
+        WORKLOADS[workload](seed, duration, faults, out, workers)
+        return
     config = ChaosConfig.build(seed=seed, duration_s=parse_duration(duration, "--duration"),
                                faults=parse_faults(faults, "--faults"))
     check_supported(list(config.faults))

@@ -10,6 +10,9 @@ from herd.cli import apps
 from herd.cli.bench.command import bench
 from herd.cli.chaos import chaos
 from herd.cli.cluster import cluster
+from herd.cli.consensus import consensus
+from herd.cli.dashboard_cmd import dashboard
+from herd.cli.events import events
 from herd.cli.federation import federation
 from herd.platform.logging import configure
 
@@ -32,7 +35,10 @@ def main(ctx: click.Context, verbose: int, log_level: str | None) -> None:
 main.add_command(cluster)
 main.add_command(bench)
 main.add_command(chaos)
+main.add_command(consensus)
 main.add_command(federation)
+main.add_command(dashboard)
+main.add_command(events)
 for command in apps.COMMANDS:
     main.add_command(command)
 

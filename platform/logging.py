@@ -1,10 +1,14 @@
 """structlog set-up for herd.
 
-One sink by default: stderr, console renderer on a TTY, JSON lines otherwise (actors log this way;
-Ray keeps their stderr in the worker log files). With ``file=``, two sinks (the CLI): every event
-at ``level`` or above goes to the file as a JSON line, and events at ``stderr_level`` or above
-(WARNING by default) also go to ``stream`` through structlog's console renderer, so a person reads
-short lines and no JSON.
+One sink by default in a driver: stderr, console renderer on a TTY, JSON lines otherwise. With
+``file=``, two sinks (the CLI): every event at ``level`` or above goes to the file as a JSON line,
+and events at ``stderr_level`` or above (WARNING by default) also go to ``stream`` through
+structlog's console renderer, so a person reads short lines and no JSON.
+
+Inside a Ray worker (herd's actors) the default is the two sinks: INFO and above as JSON lines in
+``<session>/logs/herd-worker-<pid>.log`` (Ray's log monitor does not forward that file; tests
+and people read it there), and only ``HERD_LOG_LEVEL`` (default WARNING) and above on stderr,
+which Ray forwards to the drivers, one console line each (JSON with ``HERD_LOG_JSON=1``).
 
 Context (``node_id``, ``actor``, ``supervisor``, ``child_id``, ``epoch``) is carried in structlog
 context vars, so every event logged inside ``bound(...)`` carries it.
@@ -67,6 +71,18 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+def ray_worker_log_file() -> Path | None:
+    """``<session>/logs/herd-worker-<pid>.log`` when this process is a Ray worker, else None."""
+    worker_module = sys.modules.get("ray._private.worker")
+    if worker_module is None:
+        return None
+    node = getattr(worker_module, "_global_node", None)
+    mode = getattr(worker_module.global_worker, "mode", None)
+    if mode != worker_module.WORKER_MODE or node is None:
+        return None
+    return Path(node.get_logs_dir_path()) / f"herd-worker-{os.getpid()}.log"
+
+
 def configure(level: str | None = None, json: bool | None = None, file: Path | None = None,
               stderr_level: str | None = None, stream: TextIO | None = None) -> None:
     """Configure structlog for this process (again, when called again).
@@ -75,10 +91,17 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
     ``HERD_LOG_JSON=1``, else "stderr is not a TTY") picks JSON lines for ``stream`` (default
     ``sys.stderr``). With ``file``, events also go there as JSON lines and ``stream`` only
     shows ``stderr_level`` (default WARNING) and above, through the console renderer unless
-    ``HERD_LOG_JSON=1``.
+    ``HERD_LOG_JSON=1``. Called without arguments in a Ray worker it logs to the worker's herd
+    log file, and ``HERD_LOG_LEVEL`` (default WARNING) sets what reaches stderr (the drivers).
     """
     global _configured, _generation, _log_file
     stream = stream or sys.stderr
+    if level is None and file is None and json is None:
+        worker_file = ray_worker_log_file()
+        if worker_file is not None:
+            shown = os.environ.get("HERD_LOG_LEVEL") or "WARNING"
+            file, stderr_level = worker_file, shown
+            level = "DEBUG" if level_number(shown) <= std_logging.DEBUG else "INFO"
     keep = level_number(level or os.environ.get("HERD_LOG_LEVEL"))
     env_json = os.environ.get("HERD_LOG_JSON")
     common: list[Any] = [

@@ -35,6 +35,7 @@ from herd.platform.control_plane import control_plane_options, get_named, requir
 from herd.platform.errors import ConfigError, HerdTimeoutError
 from herd.platform.gcs import NodeInfo, anodes
 from herd.platform.logging import get_logger
+from herd.platform.membership_metrics import MembershipMetrics
 
 ACTOR_NAME = "herd/membership"
 KV_STATE = "membership/state"
@@ -117,6 +118,7 @@ class MembershipActor:
         self.restarted = bool(state)
         self.persisting = asyncio.Lock()
         self.logger = get_logger("herd.membership")
+        self.metrics = MembershipMetrics()
 
     async def _ensure_loop(self) -> None:
         if self.loop_task is None:
@@ -133,11 +135,13 @@ class MembershipActor:
                 self.logger.warning("membership_scan_failed", error=repr(exc))
 
     async def _scan(self) -> None:
+        began = time.monotonic()
         entries = await anodes()
         now = time.time()
         current = {info.node_id: info for info in entries if info.alive}
         self.scans += 1
         events = diff_views(self.view, current, self.seq + 1, now)
+        self.metrics.scanned(entries, events, time.monotonic() - began)
         if not events:
             return
         self.view = current

@@ -24,6 +24,8 @@ import ray
 from herd.platform.control_plane import control_plane_options
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
+from herd.platform.metrics import start_sampling
+from herd.registry import metrics as registry_metrics
 from herd.registry.change import Change
 from herd.registry.commit import GroupCommit
 from herd.registry.holders import HolderMonitor
@@ -74,6 +76,9 @@ class RegistryActor:
                 self._holders.watch(holder_id, handle)
         self._subscribers = Subscribers(self._store, **context)
         self._subscribers.load()
+        self._metrics = registry_metrics.of(name, str(shard))
+        self._sampling = start_sampling(lambda: self._metrics.sample(
+            self._state.count(), len(self._subscribers)))
         self._log.info("registry_started", mode=mode, records=self._state.count(),
                        counter=self._state.counter, pid=os.getpid())
 
@@ -81,6 +86,7 @@ class RegistryActor:
     async def register(self, key: str, handle: Any, meta: dict[str, Any],
                        on_holder_death: OnHolderDeath, node_id: str | None, op: str,
                        ready_s: float) -> Registration | Rejection:
+        self._metrics.op("register")
         holder_id = actor_id(handle)
         placed = node_id or await self._placement(key, handle, holder_id, ready_s)
         if isinstance(placed, Rejection):
@@ -91,11 +97,13 @@ class RegistryActor:
     async def unregister(self, key: str, holder_id: str | None,
                          epoch: int | None) -> int | Rejection:
         """Remove the key's records of ``holder_id`` (all when None); the number removed."""
+        self._metrics.op("unregister")
         return await self._apply(lambda s: s.plan_unregister(key, holder_id, epoch))
 
     async def compare_and_set(self, key: str, expected: Expected, changes: dict[str, Any],
                               node_id: str | None, op: str,
                               ready_s: float) -> Registration | Rejection:
+        self._metrics.op("compare_and_set")
         handle = changes.get("handle")
         holder_id = actor_id(handle) if handle is not None else None
         if handle is not None and node_id is None:
@@ -108,12 +116,14 @@ class RegistryActor:
 
     async def update_meta(self, key: str, meta: dict[str, Any], holder_id: str | None,
                           op: str) -> list[Registration] | Rejection:
+        self._metrics.op("update_meta")
         return await self._apply(lambda s: s.plan_update_meta(key, meta, holder_id, op))
 
     # ------------------------------------------------------------------------------ batches
     async def register_many(self, items: list[RegisterItem],
                             ready_s: float) -> list[Registration | Rejection]:
         """``register`` of each item, as one write; per item the record or the refusal."""
+        self._metrics.op("register", len(items))
         nodes = await self._placements({i.holder_id: (i.key, i.handle) for i in items
                                         if i.node_id is None}, ready_s)
         ready = [i for i in items if not isinstance(nodes.get(i.holder_id), Rejection)]
@@ -128,6 +138,7 @@ class RegistryActor:
                                    ) -> list[Registration | tuple[int, int] | Rejection]:
         """``compare_and_set`` of each item, as one write; per item the record (``full``) or
         only its new epoch and entry id, or the refusal."""
+        self._metrics.op("compare_and_set", len(items))
         nodes = await self._placements(
             {i.holder_id: (i.key, i.changes["handle"]) for i in items
              if i.holder_id is not None and i.node_id is None}, ready_s)
@@ -140,14 +151,17 @@ class RegistryActor:
                 for i in items]
 
     async def remove_many(self, items: list[RemoveItem]) -> list[int | Rejection]:
+        self._metrics.op("unregister", len(items))
         return await self._apply(lambda s: s.plan_remove_many(items))
 
     # ------------------------------------------------------------------------------ queries
     async def entry(self, key: str) -> tuple[int, list[Registration]]:
         """The key's records and the event position they are current at."""
+        self._metrics.op("lookup")
         return self._state.counter, self._state.registrations(key)
 
     async def select(self, prefix: str, meta: dict[str, Any]) -> list[Registration]:
+        self._metrics.op("select")
         return self._state.select(prefix, meta)
 
     async def keys_of(self, holder_id: str) -> list[str]:
@@ -227,6 +241,7 @@ class RegistryActor:
         self._changed.set()
         self._changed = asyncio.Event()
         self._subscribers.publish(change.events)
+        self._metrics.published(len(change.events))
 
     def _holder_gone(self, holder_id: str, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(self._remove_holder(holder_id, reason))

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from herd.platform.logging import get_logger
+from herd.registry import metrics as registry_metrics
 from herd.registry.change import Change
 from herd.registry.state import Planner, RegistryState
 from herd.registry.store import ShardStore
@@ -39,6 +40,8 @@ class GroupCommit:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger("herd.registry.commit", **log_context)
+        self._metrics = registry_metrics.of(str(log_context.get("registry")),
+                                            str(log_context.get("shard")))
         self.groups = 0
         self.writes = 0
 
@@ -76,6 +79,7 @@ class GroupCommit:
                 await self._store.write(change)
                 self._state.commit(change)
             stored = time.monotonic()
+            self._metrics.committed(len(group), stored - began)
         except Exception as exc:  # KV unavailable (or a bug): every write of the group fails
             self._log.error("group_commit_failed", writes=len(group), error=repr(exc))
             for _, future in group:

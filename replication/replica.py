@@ -20,10 +20,12 @@ import ray
 from herd.platform import kv
 from herd.platform.errors import ConfigError
 from herd.platform.logging import get_logger
+from herd.platform.metrics import start_sampling
 from herd.platform.quorum import QuorumNotAchieved
 from herd.replication.core import CoreConfig, ReplicaCore
 from herd.replication.durability import Durability, FileDurability, KVDurability
 from herd.replication.errors import InvalidValue, WrongValueType
+from herd.replication.metrics import ReplicaMetrics
 from herd.replication.models import StoreSettings
 from herd.replication.sync import PeerSync
 from herd.replication.transport import ActorTransport, PeerTransport, load_transport
@@ -87,6 +89,8 @@ class Replica:
                                  self.settings.sync_interval_ms)
             self.sync.start()
             self.sync.kick(urgent=True)
+            metrics = ReplicaMetrics(self.settings.name, self.region)
+            self.sampling = start_sampling(lambda: metrics.sample(self.core.status(_now_ms())))
         return self.sync
 
     async def ready(self) -> dict[str, Any]:

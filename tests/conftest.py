@@ -18,6 +18,13 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from shared_cluster import (  # noqa: E402
+    SharedCluster,
+    group_for_workers,
+    order_items,
+    owns_its_cluster,
+)
+from worker_network import isolate_worker  # noqa: E402
 
 from herd.platform.cluster import LocalCluster  # noqa: E402
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor  # noqa: E402
@@ -27,6 +34,35 @@ LOG_TAIL_LINES = 25
 LOG_SECTION_CHARS = 20_000
 RAY_LOGS = ("worker-*.out", "worker-*.err", "raylet.out", "raylet.err", "gcs_server.out",
             "gcs_server.err", "python-core-worker-*.log")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-long", action="store_true", default=False,
+                     help="also run the long end-to-end and soak tests (marked `long`; "
+                          "`make test-long`)")
+
+
+_SHARED = SharedCluster(lambda: start_cluster(3))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    isolate_worker()  # each xdist worker in a network namespace of its own
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _SHARED.remaining = order_items(items)
+    group_for_workers(items, _SHARED.remaining)
+    if config.getoption("--run-long"):
+        return
+    skip = pytest.mark.skip(reason="long: runs with --run-long (make test-long)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _SHARED.close()
 
 
 def start_cluster(nodes: int = 3, **kwargs: object) -> LocalCluster:
@@ -41,8 +77,16 @@ def start_cluster(nodes: int = 3, **kwargs: object) -> LocalCluster:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """A connected 3-node, 2-region cluster shared by the tests of one module; a module may set
-    ``CLUSTER_OPTIONS`` (LocalCluster keyword arguments, e.g. ``health_check``)."""
+    """A connected 3-node, 2-region cluster for the tests of one module. Modules without
+    options share one across modules (see shared_cluster.py); a module that sets
+    ``CLUSTER_OPTIONS`` (LocalCluster keyword arguments, e.g. ``health_check``) or
+    ``OWN_CLUSTER = True`` (it needs a fresh cluster) gets its own."""
+    if not owns_its_cluster(request.module):
+        try:
+            yield _SHARED.acquire()
+        finally:
+            _SHARED.release(request.node.nodeid)
+        return
     c = start_cluster(3, **getattr(request.module, "CLUSTER_OPTIONS", {}))
     try:
         yield c

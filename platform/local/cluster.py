@@ -29,7 +29,7 @@ from herd.platform.errors import ClusterError, ConfigError
 from herd.platform.local import processes
 from herd.platform.local.head import HEAD_RESTART_TIMEOUT_S, HeadProcess, driver_namespace
 from herd.platform.local.isolation import NodeNetwork, required
-from herd.platform.local.launch import NodeLauncher, free_port
+from herd.platform.local.launch import Launch, NodeLauncher, free_port
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
 from herd.platform.validation import validate_model
@@ -110,8 +110,7 @@ class LocalCluster:
                       auth=config.auth, num_cpus=config.head.num_cpus, run_dir=run_dir,
                       include_dashboard=include_dashboard, start=False, owned=owned,
                       gcs_fault_tolerance=config.gcs_fault_tolerance)
-        cluster._start_head(config.head)
-        cluster._start_workers(config.worker_specs())
+        cluster._start_nodes(config.head, config.worker_specs())
         cluster.save_state()
         return cluster
 
@@ -153,8 +152,7 @@ class LocalCluster:
         """Start ``nodes`` nodes, assigning ``regions`` round-robin (head first)."""
         check_regions(self.regions, self.nodes_count)
         specs = [self._round_robin_spec(i) for i in range(self.nodes_count)]
-        self._start_head(specs[0])
-        self._start_workers(specs[1:])
+        self._start_nodes(specs[0], specs[1:])
         self.save_state()
         return self
 
@@ -356,7 +354,15 @@ class LocalCluster:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
 
-    def _start_head(self, spec: NodeSpec) -> LocalNode:
+    def _start_nodes(self, head: NodeSpec, workers: list[NodeSpec]) -> None:
+        """Launch the head, then the workers without waiting for the head to register (a
+        worker's ``ray start`` retries the GCS until it answers): the nodes' interpreters start
+        side by side instead of one after another."""
+        launches = [self._launch_head(head)]
+        launches += [self._launch_worker(spec) for spec in workers]
+        self.launcher.wait_registered(launches, self.address, self.nodes)
+
+    def _launch_head(self, spec: NodeSpec) -> Launch:
         self._prepare_run_dir()
         launcher = self.launcher
         self.port = launcher.free_port()
@@ -368,8 +374,7 @@ class LocalCluster:
         log.info("node_starting", node=node.name, head=True, port=self.port)
         if self.owned:
             self._start_reaper()
-        launcher.wait_registered([launch], self.address, self.nodes)
-        return node
+        return launch
 
     def _start_reaper(self) -> None:
         self._reaper = subprocess.Popen(
@@ -383,12 +388,14 @@ class LocalCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._reaper.wait(timeout=REAPER_EXIT_S)
 
+    def _launch_worker(self, spec: NodeSpec) -> Launch:
+        node = self.launcher.node_from_spec(spec, is_head=False, index=len(self.nodes))
+        args = ["--address", self.address] + self.launcher.node_args(node)
+        launch = self.launcher.launch(node, args, self.nodes)
+        log.info("node_starting", node=node.name, region=node.region, zone=node.zone)
+        return launch
+
     def _start_workers(self, specs: list[NodeSpec]) -> list[LocalNode]:
-        launches = []
-        for spec in specs:
-            node = self.launcher.node_from_spec(spec, is_head=False, index=len(self.nodes))
-            args = ["--address", self.address] + self.launcher.node_args(node)
-            launches.append(self.launcher.launch(node, args, self.nodes))
-            log.info("node_starting", node=node.name, region=node.region, zone=node.zone)
+        launches = [self._launch_worker(spec) for spec in specs]
         self.launcher.wait_registered(launches, self.address, self.nodes)
         return [launch.node for launch in launches]

@@ -58,9 +58,15 @@ def wait_session_gone(leader: int, timeout_s: float) -> list[int]:
 
 
 def kill_session(leader: int, timeout_s: float = 10.0) -> list[int]:
-    """SIGKILL every process of the session (repeating for late forks); returns survivors."""
+    """SIGKILL every process of the session (repeating for late forks); returns survivors.
+
+    Every process is stopped before any is killed: one killed first would otherwise be seen dead
+    by its siblings (Ray's agents publish a "Raylet is terminated" report to every driver when
+    they outlive their raylet by a moment), which a crash of the whole node never lets happen.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
+        signal_session(leader, signal.SIGSTOP)
         signal_session(leader, signal.SIGKILL)
         left = wait_session_gone(leader, min(0.5, max(0.0, deadline - time.monotonic())))
         if not left or time.monotonic() >= deadline:

@@ -22,7 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from herd.platform.logging import get_logger
+from herd.platform.metrics import start_sampling
 from herd.replication.federation.config import Federation
+from herd.replication.federation.metrics import GatewayMetrics
 from herd.replication.protocol import ProtocolViolation, decode
 
 log = get_logger("herd.federation.server")
@@ -81,6 +83,8 @@ class GatewayServer:
         site = web.TCPSite(self._runner, host, port,
                            ssl_context=tls.server_context() if tls else None)
         await site.start()
+        metrics = GatewayMetrics(self.federation.region)
+        self.sampling = start_sampling(lambda: metrics.sample(self.stats))
         log.info("gateway_listening", region=self.federation.region, host=host, port=port,
                  tls=tls is not None)
         return host, port

@@ -305,6 +305,5 @@ class BulkOps(ExecutorBase):
                          host_failure=self.link.last_failure)
         await self.forget_many(forget, "exited")
         if restart and not self.halted:
-            for _ in restart:
-                self.metrics.restarted()
+            self.metrics.restarted(live[0][2], count=len(restart))
             await self.claim_and_start_many(restart, restarted=True)

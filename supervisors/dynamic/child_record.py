@@ -16,7 +16,9 @@ written and read only through ``ChildRecord.to_meta`` / ``ChildRecord.from_regis
 * ``requires``: the child's placement requirements (members place orphans without its spec);
 * ``kind``: ``actor`` or ``lightweight``; a lightweight child's record also carries the route
   meta (``herd.supervisors.lightweight.route_meta``): its holder is the host of its member's
-  node, and ``via(name)`` reaches the child through the host's ``call_child``.
+  node, and ``via(name)`` reaches the child through the host's ``call_child``;
+* ``warm`` (with ``herd.supervisors.warm.warm_route_meta``): the current incarnation of an
+  actor child runs in a warm shell, its holder, and ``via(name)`` reaches it through the shell.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from herd.supervisors.lightweight.handle import route_meta
 from herd.supervisors.strategies import Requirements
+from herd.supervisors.warm.handle import WARM_META, warm_route_meta
 
 __all__ = ["SUP_META", "ChildKind", "ChildRecord", "ChildState", "RegistrationLike",
            "RestartType", "child_name"]
@@ -103,6 +106,8 @@ class ChildRecord:
     start_by: float | None = None
     requirements: Requirements = field(default_factory=Requirements)
     kind: ChildKind = "actor"
+    warm: bool = False
+    """The running incarnation is in a warm shell (calls are routed through it)."""
     epoch: int = 0
     entry_id: int = 0
     has_holder: bool = False
@@ -120,7 +125,8 @@ class ChildRecord:
         return self.kind == "lightweight"
 
     def to_meta(self) -> dict[str, Any]:
-        route = route_meta(self.name) if self.lightweight else {}
+        route = (route_meta(self.name) if self.lightweight
+                 else warm_route_meta() if self.warm else {})
         return {**route, "kind": self.kind, SUP_META: self.sup, "child_id": self.child_id,
                 "owner": self.owner,
                 "incarnation": self.incarnation, "state": self.state,
@@ -141,7 +147,8 @@ class ChildRecord:
                    started_at=meta.get("started_at"), start_by=meta.get("start_by"),
                    requirements=_requirements(requires.get("labels") or {},
                                               requires.get("resources") or {}),
-                   kind=meta.get("kind", "actor"), epoch=epoch, entry_id=entry_id,
+                   kind=meta.get("kind", "actor"), warm=bool(meta.get(WARM_META)),
+                   epoch=epoch, entry_id=entry_id,
                    has_holder=has_holder, holder=holder)
 
     @classmethod
@@ -168,7 +175,7 @@ class ChildRecord:
         """The record once ``owner`` has claimed the next incarnation (not started yet)."""
         return replace(self, owner=owner, incarnation=self.incarnation + 1, state="starting",
                        start_by=None, region=region, failovers=self.failovers + int(failover),
-                       restarts=self.restarts + int(restarted))
+                       restarts=self.restarts + int(restarted), warm=False)
 
     def claimed_running(self, owner: str, region: str | None, at: float, *, failover: bool,
                         restarted: bool) -> ChildRecord:
@@ -189,8 +196,10 @@ class ChildRecord:
                                 "region": region, "started_at": at},
                 "meta_increment": {k: v for k, v in steps.items() if v}}
 
-    def started(self, region: str | None, at: float) -> ChildRecord:
-        return replace(self, state="running", started_at=at, start_by=None, region=region)
+    def started(self, region: str | None, at: float, warm: bool = False) -> ChildRecord:
+        """Its claimed incarnation runs (``warm``: in a warm shell)."""
+        return replace(self, state="running", started_at=at, start_by=None, region=region,
+                       warm=warm)
 
     def moving_to(self, target: str) -> ChildRecord:
-        return replace(self, owner=target, state="moving")
+        return replace(self, owner=target, state="moving", warm=False)

@@ -68,6 +68,7 @@ class ChildExecutor(BulkOps):
         lock); the task (None for a report)."""
         match action:
             case Unplaced(child_ids):
+                self.metrics.unplaced_children(len(child_ids))
                 self.log.warning("no_member_for_orphans", children=list(child_ids[:10]),
                                  count=len(child_ids))
                 return None
@@ -173,6 +174,8 @@ class ChildExecutor(BulkOps):
             await self.running.stop(child_id, reason, brutal=True)
             stopped.append(child_id)
         self.link.close()
+        if self.pool is not None:
+            self.pool.close()
         return stopped
 
     # ------------------------------------------------------------------- claim and start
@@ -233,10 +236,11 @@ class ChildExecutor(BulkOps):
             self.watch_lightweight(child_id, run)
         else:
             asyncio.get_running_loop().create_task(self._watch(child_id, run))
-        await handoff.restore(self.sup, child_id, incarnation.handle, self.log)
+        await handoff.restore(self.sup, child_id, incarnation.public, self.log)
         try:
-            reg = await self.store.write(claimed, claimed.started(self.region(), time.time()),
-                                         handle=incarnation.holder, on_holder_death="clear")
+            reg = await self.store.write(claimed, claimed.started(
+                self.region(), time.time(), warm=incarnation.warm is not None),
+                handle=incarnation.holder, on_holder_death="clear")
         except EpochConflict:
             self.log.warning("claim_lost_while_starting", child_id=child_id)
             await self.running.stop(child_id, SUPERSEDED, brutal=True)
@@ -253,7 +257,7 @@ class ChildExecutor(BulkOps):
         if down_at is not None:
             self.metrics.failed_over(time.time() - down_at)
         self.log.info("child_started", child_id=child_id, epoch=reg.epoch,
-                      incarnation=number, pid=incarnation.pid)
+                      incarnation=number, pid=incarnation.pid, warm=incarnation.warm is not None)
         return records.info_from(reg)
 
     async def _start(self, claimed: ChildRecord, spec: ChildSpec) -> Incarnation:
@@ -262,7 +266,7 @@ class ChildExecutor(BulkOps):
         options = {k: v for k, v in spec.options.items() if k != "label_selector"}
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
         async with self.start_slots:
-            return await start_worker(spec.model_copy(update={"options": options}))
+            return await start_worker(spec.model_copy(update={"options": options}), self.pool)
 
     async def _start_failed(self, claimed: ChildRecord, exc: StartChildError,
                             first: bool) -> DynamicChildInfo | None:
@@ -298,7 +302,7 @@ class ChildExecutor(BulkOps):
         elif isinstance(decision, Exhausted):
             await self.exhausted_child(record, decision)
         elif not self.halted:
-            self.metrics.restarted()
+            self.metrics.restarted(reason)
             self.log.info("child_restart", child_id=child_id, reason=reason)
             claimed = await self._claim(record, failover=False, restarted=True)
             if claimed is not None:
@@ -331,7 +335,7 @@ class ChildExecutor(BulkOps):
             self.log.info("move_deferred", child_id=child_id, to=target[:12], error=repr(exc))
             return
         run.stopping = True
-        await handoff.hand_off(self.sup, child_id, run.incarnation.handle, self.log)
+        await handoff.hand_off(self.sup, child_id, run.incarnation.public, self.log)
         await shutdown(run.incarnation, run.spec, SHUTDOWN)
         self.running.discard(child_id, run)
         await self._reassign(child_id, run.number, target)

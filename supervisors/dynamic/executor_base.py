@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from herd.supervisors.dynamic import records
 from herd.supervisors.dynamic.child_record import ChildRecord
 from herd.supervisors.dynamic.metrics import DynamicMetrics
@@ -24,6 +26,10 @@ from herd.supervisors.dynamic.tasks import ChildTasks
 from herd.supervisors.lightweight.link import HostLink
 from herd.supervisors.otp.intensity import RestartIntensity
 from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.warm.pool import WarmPool
+
+#: The options of a child that its member replaces by its own placement (pinned to its node).
+PLACED_BY_MEMBER = ("scheduling_strategy", "label_selector")
 
 
 class ExecutorBase:
@@ -55,6 +61,14 @@ class ExecutorBase:
         self.link = HostLink(f"{sup}@{node_id[:12]}", config().lightweight)
         """The host of this member's lightweight children, on this node (created by the
         member: no process start on the failover path once it runs)."""
+        warm = config().warm
+        self.pool = None if warm is None else WarmPool(
+            f"{sup}@{node_id[:12]}", warm, placed_by_owner=PLACED_BY_MEMBER,
+            place=lambda options: {**options, "scheduling_strategy":
+                                   NodeAffinitySchedulingStrategy(node_id, soft=False)},
+            quiet=lambda: not self.tasks.busy())
+        """Standby shells on this node for the actor children (``config().warm``), refilled
+        while no child operation runs here: a restart or failover starts no process."""
         self.budgets: dict[str, RestartIntensity] = {}
         self.specs: dict[str, tuple[int, ChildSpec]] = {}
         """Child id -> (its record's entry id, its spec)."""
@@ -78,16 +92,24 @@ class ExecutorBase:
         self.cache_spec(record, spec)
         return spec
 
-    async def prefetch_specs(self, every: Sequence[ChildRecord]) -> None:
+    async def prefetch_specs(self, every: Sequence[ChildRecord],
+                             takeover_sets: Sequence[frozenset[str]] = ()) -> None:
         """Read ahead the specs of the lightweight children other members own (``every``: all
         the supervisor's records), so that claiming them after their node dies reads no spec;
-        forget the cached specs of children that are gone."""
+        forget the cached specs of children that are gone. With a warm pool, the actor
+        children's too, and keep standby shells for their shapes (``takeover_sets``: what
+        this member would take over if another node died, for ``standby="auto"``)."""
         present = {r.child_id for r in every}
         for child_id in [c for c in self.specs if c not in present]:
             del self.specs[child_id]
-        missing = [r for r in every if r.lightweight and r.owner != self.node_id
-                   and self.cached_spec(r) is None]
+        missing = [r for r in every if (r.lightweight or self.pool is not None)
+                   and r.owner != self.node_id and self.cached_spec(r) is None]
         await self.specs_of(missing, quiet=True)
+        if self.pool is not None:
+            self.pool.want([spec for r in every if not r.lightweight
+                            and (spec := self.cached_spec(r)) is not None],
+                           own={r.child_id for r in every if r.owner == self.node_id},
+                           takeover_sets=takeover_sets)
 
     async def specs_of(self, wanted: Sequence[ChildRecord],
                        quiet: bool = False) -> dict[str, ChildSpec | None]:

@@ -52,6 +52,7 @@ from herd.supervisors.errors import SupervisorStopped
 from herd.supervisors.otp.exit import SHUTDOWN
 from herd.supervisors.otp.spec import ChildSpec
 from herd.supervisors.strategies import member_of
+from herd.supervisors.warm.sizing import takeovers
 
 log = get_logger("herd.dynamic")
 
@@ -149,7 +150,8 @@ class DynamicMember:
                 "busy": sorted(self.children.tasks.busy()), "halted": self.children.halted,
                 "nodes": len(self.nodes), "pid": os.getpid(),
                 "host": dict(self.children.link.host_info) if self.children.link.alive else None,
-                "specs_cached": len(self.children.specs)}
+                "specs_cached": len(self.children.specs),
+                "warm": self.children.pool.stats() if self.children.pool is not None else None}
 
     async def lightweight_host(self) -> Any:
         """The actor handle of this member's lightweight host (None while there is none)."""
@@ -210,11 +212,13 @@ class DynamicMember:
         snapshot = self._snapshot(config, self.last_records)
         for action in plan(snapshot):
             self.children.carry_out(action)
-        self.children.metrics.running(len(self.children.running))
-        if any(m.id == self.node_id for m in snapshot.members) and any(
-                r.lightweight for r in snapshot.records):
-            self._warm_host()
-            self._prefetch_specs(snapshot.records)
+        self.children.metrics.running(len(self.children.running), self.children.budgets.values())
+        if any(m.id == self.node_id for m in snapshot.members):
+            light = any(r.lightweight for r in snapshot.records)
+            if light:
+                self._warm_host()
+            if light or self.children.pool is not None:
+                self._prefetch_specs(snapshot)
 
     def _take_over(self) -> None:
         """After a node went down: claim its lightweight children from the last round's
@@ -239,15 +243,19 @@ class DynamicMember:
             draining=self.node_id in config.draining, redistribution=config.redistribution,
             lightweight_capacity=config.lightweight.max_children_per_host)
 
-    def _prefetch_specs(self, every: tuple[ChildRecord, ...]) -> None:
+    def _prefetch_specs(self, snapshot: Snapshot) -> None:
         """Read ahead, in the background, the specs this member would need to take over the
-        lightweight children of another node (none is read on the failover path then)."""
+        lightweight children of another node (none is read on the failover path then); with
+        a warm pool, size it (``standby="auto"``: what this member would take over)."""
         if self.prefetching is not None and not self.prefetching.done():
             return
+        warm = self.config.warm
+        sets = (takeovers(self.node_id, self.strategy, snapshot.records, snapshot.members)
+                if warm is not None and warm.standby == "auto" else [])
 
         async def prefetch() -> None:
             try:
-                await self.children.prefetch_specs(every)
+                await self.children.prefetch_specs(snapshot.records, sets)
             except Exception as exc:  # tried again next round
                 self.log.warning("spec_prefetch_failed", error=repr(exc))
 

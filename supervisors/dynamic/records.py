@@ -31,6 +31,7 @@ from herd.supervisors.dynamic.spec import DynamicChildInfo, DynamicSupervisorSpe
 from herd.supervisors.errors import SupervisorError
 from herd.supervisors.lightweight.handle import LightweightHandle
 from herd.supervisors.otp.spec import ChildSpec
+from herd.supervisors.warm.handle import WarmHandle
 
 T = TypeVar("T")
 
@@ -177,6 +178,8 @@ def info_of(record: ChildRecord, handle: Any, live_nodes: set[str] | None = None
     status: str = record.state
     if record.lightweight and handle is not None:  # the host: calls go through it
         handle = LightweightHandle(handle, record.name)
+    elif record.warm and handle is not None:  # its shell: calls go through it
+        handle = WarmHandle(handle)
     if live_nodes is not None and record.owner not in live_nodes:
         status = "orphaned"
     elif status == "running" and handle is None:

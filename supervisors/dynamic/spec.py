@@ -22,6 +22,7 @@ from herd.supervisors.strategies import (
     requirements_of,
 )
 from herd.supervisors.strategies.placement import NodeLike
+from herd.supervisors.warm.spec import WarmPoolSpec
 
 Redistribution = Literal["passive", "active"]
 OnExhausted = Literal["give_up", "escalate"]
@@ -41,6 +42,9 @@ class DynamicSupervisorOptions(BaseModel):
     reason).
     ``lightweight``: the hosts of its lightweight children, one per member node, created by the
     member on its node (``node_id`` must stay unset: each member's host runs on its own node).
+    ``warm``: standby shells on every member node (``{"standby": 2}`` per child shape), so that
+    crash restarts, failover and moves of actor children start no process
+    (``herd.supervisors.warm``); None: every start is cold.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +59,7 @@ class DynamicSupervisorOptions(BaseModel):
     on_exhausted: OnExhausted = "give_up"
     registry: str = "default"
     lightweight: LightweightHosts = Field(default_factory=LightweightHosts)
+    warm: WarmPoolSpec | None = None
 
     @field_validator("lightweight")
     @classmethod

@@ -51,6 +51,7 @@ from herd.supervisors.errors import (
 from herd.supervisors.otp.spec import ChildSpec, LightweightHosts
 from herd.supervisors.otp.start_failure import describe
 from herd.supervisors.strategies import member_of
+from herd.supervisors.warm.spec import WarmPoolSpec
 
 log = get_logger("herd.dynamic")
 
@@ -83,20 +84,23 @@ class DynamicSupervisor:
               max_children: int | None = None, *, on_exhausted: str = "give_up",
               distribution_options: dict[str, Any] | None = None, registry: str = "default",
               reconcile_interval_s: float = 1.0, timeout: float | None = None,
-              lightweight: LightweightHosts | dict[str, Any] | None = None
-              ) -> DynamicSupervisor:
+              lightweight: LightweightHosts | dict[str, Any] | None = None,
+              warm: WarmPoolSpec | dict[str, Any] | None = None) -> DynamicSupervisor:
         """Start (or get, when one with the same settings runs) the supervisor ``name`` with
         one member on every node ``members`` admits. A supervisor of that name that has
         stopped (e.g. escalated) is cleared away first: its members, records and state.
         ``lightweight``: the hosts of ``kind="lightweight"`` children (``LightweightHosts``:
-        ``max_children_per_host``, ``lag_threshold_s``, ``kill_grace_s``), one per member."""
+        ``max_children_per_host``, ``lag_threshold_s``, ``kill_grace_s``), one per member.
+        ``warm``: standby shells on each member's node for its actor children
+        (``{"standby": 2}`` per child shape, see ``herd.supervisors.warm``)."""
         config = DynamicSupervisorSpec.build(
             name=name, members=members, distribution=distribution,
             redistribution=redistribution, max_restarts=max_restarts, max_seconds=max_seconds,
             max_children=max_children, on_exhausted=on_exhausted,
             distribution_options=distribution_options or {}, registry=registry,
             reconcile_interval_s=reconcile_interval_s,
-            lightweight=lightweight if lightweight is not None else LightweightHosts())
+            lightweight=lightweight if lightweight is not None else LightweightHosts(),
+            warm=warm)
         require_ray()
         deadline = time.monotonic() + (timeout or rpc.DEFAULT_TIMEOUT_S)
         existing, stopped = records.load_state(name)

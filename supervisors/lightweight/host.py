@@ -32,8 +32,10 @@ from ray.actor import ActorClass
 
 from herd.platform import kv
 from herd.platform.logging import get_logger
+from herd.platform.metrics import start_sampling
 from herd.supervisors.errors import StartChildError
 from herd.supervisors.lightweight.memory import rss_bytes
+from herd.supervisors.lightweight.metrics import HostMetrics
 from herd.supervisors.lightweight.runtime import HostRuntime
 from herd.supervisors.lightweight.watchdog import LoopWatchdog, blocking_key
 from herd.supervisors.otp.classes import ShippedClass, resolve_actor
@@ -72,6 +74,8 @@ class LightweightHostServer:
         if self.watchdog is None:
             self.watchdog = LoopWatchdog(self.lag_threshold_s, self._blocked, self._who)
             self.watchdog.start()
+            node_id = ray.get_runtime_context().get_node_id()
+            self.sampling = start_sampling(HostMetrics(self, node_id).sample)
         context = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": context.get_node_id(),
                 "actor_id": context.get_actor_id()}

@@ -42,8 +42,8 @@ from herd.supervisors.otp.classes import resolve_actor
 from herd.supervisors.otp.exit import ExitSignal, current_signal, install_signal
 from herd.supervisors.otp.start_failure import one_line
 
-__all__ = ["MONITOR_THREADS", "READY_METHOD", "STOP_METHOD", "make_child_class", "ready_info",
-           "watch_child"]
+__all__ = ["MONITOR_THREADS", "READY_METHOD", "STOP_METHOD", "call_terminate_hook",
+           "constructor_error", "make_child_class", "ready_info", "user_class", "watch_child"]
 
 log = get_logger("herd.supervisors.otp.harness")
 
@@ -81,11 +81,8 @@ def make_child_class(actor: Any) -> ActorClass:
     cached = _classes.get(resolved)
     if cached is not None:
         return cached
-    if isinstance(resolved, ActorClass):
-        user_cls = resolved.__ray_metadata__.modified_class.__ray_actor_class__
-        defaults = dict(resolved._default_options)
-    else:
-        user_cls, defaults = resolved, {}
+    user_cls = user_class(resolved)
+    defaults = dict(resolved._default_options) if isinstance(resolved, ActorClass) else {}
     is_async = has_async_methods(user_cls)
     child_cls = _subclass(user_cls, is_async)
     groups = dict(defaults.pop("concurrency_groups", None) or {})
@@ -95,7 +92,17 @@ def make_child_class(actor: Any) -> ActorClass:
     return actor_cls
 
 
-def _call_hook(instance: Any, reason: str) -> Any:
+def user_class(resolved: type | ActorClass) -> type:
+    """The user's own class: ``resolved`` itself, or the class under a ``@ray.remote`` one."""
+    if isinstance(resolved, ActorClass):
+        cls: type = resolved.__ray_metadata__.modified_class.__ray_actor_class__
+        return cls
+    return resolved
+
+
+def call_terminate_hook(instance: Any, reason: str) -> Any:
+    """Run the child's optional ``terminate(reason)`` hook; what it returned (an awaitable
+    for an ``async`` hook), None if it has none or it raised (logged)."""
     hook = getattr(instance, "terminate", None)
     if not callable(hook):
         return None
@@ -126,7 +133,7 @@ def _subclass(user_cls: type, is_async: bool) -> type:
         async def stop(self: Any, reason: str) -> str:
             signal = _signal()
             if signal.reason is None:
-                pending = _call_hook(self, reason)
+                pending = call_terminate_hook(self, reason)
                 if pending is not None and hasattr(pending, "__await__"):
                     try:
                         await pending
@@ -146,7 +153,7 @@ def _subclass(user_cls: type, is_async: bool) -> type:
         def stop(self: Any, reason: str) -> str:
             signal = _signal()
             if signal.reason is None:
-                _call_hook(self, reason)
+                call_terminate_hook(self, reason)
                 signal.set(reason)
             return signal.reason or reason
 
@@ -154,6 +161,15 @@ def _subclass(user_cls: type, is_async: bool) -> type:
                  STOP_METHOD: stop, "__module__": user_cls.__module__,
                  "__qualname__": user_cls.__qualname__, "__doc__": user_cls.__doc__}
     return type(user_cls.__name__, (user_cls,), namespace)
+
+
+def constructor_error(exc: Exception) -> StartChildError:
+    """The ``StartChildError`` a child's ready call raises when its constructor raised ``exc``."""
+    message = one_line(str(exc))
+    error = StartChildError(f"its constructor raised {type(exc).__name__}"
+                            + (f": {message}" if message else ""))
+    error.__cause__ = exc
+    return error
 
 
 def _constructor_failed(exc: Exception) -> None:
@@ -165,11 +181,7 @@ def _constructor_failed(exc: Exception) -> None:
     which ends it quietly, as Ray ends a plain actor whose constructor raised."""
     global _start_error
     log.debug("constructor_failed", exc_info=exc)
-    message = one_line(str(exc))
-    error = StartChildError(f"its constructor raised {type(exc).__name__}"
-                            + (f": {message}" if message else ""))
-    error.__cause__ = exc
-    _start_error = error
+    _start_error = constructor_error(exc)
 
 
 def _ready() -> dict[str, Any]:

@@ -15,6 +15,10 @@ futures fed by the child's monitor call (``herd.platform.monitor``):
 ``infinity``, bounded by ``INFINITY_GUARD_S``) first call the child's stop method, which runs its
 ``terminate`` hook, and kill it if it has not given its reason in time.
 
+A worker started in a warm shell (``herd.supervisors.warm``: a process already running, of the
+child's shape) is an incarnation whose ``handle`` is the shell, watched and stopped like any
+child; ``warm`` is the handle that routes user calls to it, and its registry meta says so.
+
 A lightweight child (``kind="lightweight"``) is an incarnation too: ``start_lightweight`` starts
 it on its supervisor's host (``herd.supervisors.lightweight.link``), its handle routes calls to
 the host, its registry holder is the host, and ``shutdown`` goes through the link.
@@ -38,10 +42,15 @@ from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD
 from herd.supervisors.errors import StartChildError
 from herd.supervisors.lightweight.link import HostLink, LightweightStart
+from herd.supervisors.otp.classes import ShippedClass
 from herd.supervisors.otp.exit import KILLED, SHUTDOWN
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, make_child_class
 from herd.supervisors.otp.spec import ChildSpec
 from herd.supervisors.otp.start_failure import describe, one_line, timed_out
+from herd.supervisors.warm.handle import WarmHandle, warm_route_meta
+from herd.supervisors.warm.pool import WarmPool
+from herd.supervisors.warm.shell import BECOME_METHOD
+from herd.supervisors.warm.spec import call_options
 
 __all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "fail_start",
            "near_supervisor", "shutdown", "spawn", "start_lightweight", "start_worker", "watch"]
@@ -71,6 +80,13 @@ class Incarnation:
     link: HostLink | None = None
     """Lightweight children: the link to their host."""
     lightweight: LightweightStart | None = None
+    warm: WarmHandle | None = None
+    """Children started in a warm shell (``handle`` is the shell): what callers use."""
+
+    @property
+    def public(self) -> Any:
+        """The handle users call the child through (its shell's routing handle if warm)."""
+        return self.warm if self.warm is not None else self.handle
 
     @property
     def holder(self) -> ActorHandle:
@@ -108,20 +124,47 @@ def near_supervisor(options: dict[str, Any]) -> dict[str, Any]:
     return {**prefer_node_options(ray.get_runtime_context().get_node_id()), **options}
 
 
-async def start_worker(spec: ChildSpec) -> Incarnation:
-    """Create the actor of a worker child and wait until its constructor has returned.
+async def start_worker(spec: ChildSpec, pool: WarmPool | None = None) -> Incarnation:
+    """Create the actor of a worker child and wait until its constructor has returned; in a
+    ready shell of ``pool`` when it has one of the child's shape (then no process starts).
 
     Raises ``StartChildError`` with a one-line reason (and leaves nothing running) whatever
     stops it: its class cannot be imported, its constructor raises, Ray cannot create or place
-    it, or it is not up within ``spec.start_timeout``."""
+    it, or it is not up within ``spec.start_timeout``. A shell whose child fails to start is
+    ended, never returned to the pool."""
     try:
         actor_cls = make_child_class(spec.actor)
         options = child_options(spec)
-        handle = actor_cls.options(**near_supervisor(options)).remote(*spec.args, **spec.kwargs)
+        shell = pool.take(pool.shape_for(spec)) if pool is not None else None
+        if shell is None:
+            handle = actor_cls.options(**near_supervisor(options)).remote(*spec.args,
+                                                                           **spec.kwargs)
     except Exception as exc:
         fail_start(spec.id, exc)
+    if shell is not None:
+        return await _start_in_shell(shell, spec, actor_cls, options)
     return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(),
                        spec.start_timeout, {**actor_cls._default_options, **options})
+
+
+async def _start_in_shell(shell: ActorHandle, spec: ChildSpec, actor_cls: Any,
+                          options: dict[str, Any]) -> Incarnation:
+    """Turn a warm shell into the child: its class loaded and constructed in the shell."""
+    try:
+        shipped = (spec.actor if isinstance(spec.actor, ShippedClass)
+                   else ShippedClass.of(spec.actor))
+        became = getattr(shell, BECOME_METHOD).remote(
+            shipped, spec.args, spec.kwargs, call_options(actor_cls._default_options, options))
+    except BaseException as exc:
+        ray.kill(shell, no_restart=True)
+        if isinstance(exc, Exception):
+            fail_start(spec.id, exc)
+        raise
+    incarnation = await adopt(shell, spec.id, became, spec.start_timeout,
+                              {**actor_cls._default_options, **options})
+    incarnation.warm = WarmHandle(shell, incarnation.info.pop("methods", None))
+    incarnation.info.update(warm_route_meta())
+    return incarnation
 
 
 async def start_lightweight(link: HostLink, spec: ChildSpec, key: str) -> Incarnation:

@@ -31,8 +31,8 @@ from herd.platform import kv
 from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
-from herd.supervisors.errors import StartChildError, SupervisorStopped
-from herd.supervisors.lightweight.link import HostLink
+from herd.supervisors.errors import SupervisorStopped
+from herd.supervisors.otp import metrics as static_metrics
 from herd.supervisors.otp.core import Child, Stop, SupervisorCore
 from herd.supervisors.otp.exit import SHUTDOWN, ExitSignal
 from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, ready_info
@@ -41,14 +41,11 @@ from herd.supervisors.otp.lifecycle import (
     Incarnation,
     adopt,
     child_options,
-    fail_start,
     near_supervisor,
-    shutdown,
     spawn,
-    start_lightweight,
-    start_worker,
 )
 from herd.supervisors.otp.naming import ChildNames
+from herd.supervisors.otp.runner import RayRunner
 from herd.supervisors.otp.spec import ChildSpec, SupervisorSpec
 
 __all__ = ["SupervisorActor", "root_actor_name", "spec_key", "stopped_key"]
@@ -77,71 +74,6 @@ def stopped_key(name: str) -> str:
     return f"{STOPPED_PREFIX}{name}"
 
 
-class _RayRunner:
-    """The core's side effects on Ray: start/stop children, name them, report their exits."""
-
-    def __init__(self, owner: SupervisorServer) -> None:
-        self.owner = owner
-        self.link: HostLink | None = None
-        """The host of the lightweight children (created with the first one)."""
-        self.named_on: dict[str, Any] = {}
-        """Lightweight child id -> the host holding its registry name. A lightweight child that
-        crashed and is restarted on the same host keeps its name (and callers' cached lookups):
-        calls arriving meanwhile wait on the host for the new incarnation."""
-
-    async def start(self, spec: ChildSpec) -> Incarnation:
-        try:
-            incarnation = await self._create(spec)
-        except StartChildError:
-            raise
-        except Exception as exc:  # OTP catches whatever the start function throws
-            fail_start(spec.id, exc)
-        if self.named_on.get(spec.id) is not incarnation.holder:
-            try:
-                await self.owner.names.register(spec.id, incarnation.holder, incarnation.info)
-            except (HerdError, ray.exceptions.RayError) as exc:
-                await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
-                raise StartChildError(f"child {spec.id!r} could not be registered: "
-                                      f"{exc}") from None
-            if incarnation.lightweight is not None:
-                self.named_on[spec.id] = incarnation.holder
-        incarnation.exited.add_done_callback(
-            lambda done: self.owner.post_exit(spec.id, incarnation, done.result()))
-        return incarnation
-
-    async def stop(self, spec: ChildSpec, running: Incarnation) -> str:
-        reason = await shutdown(running, spec)
-        await self.unregister(spec.id, running)
-        return reason
-
-    async def unregister(self, child_id: str, running: Incarnation) -> None:
-        if running.lightweight is not None:
-            if self.named_on.get(child_id) is not running.holder:
-                return
-            del self.named_on[child_id]
-        await self.owner.names.unregister(child_id, running.holder)
-
-    def close(self) -> None:
-        """The supervisor stopped: end the host of its lightweight children."""
-        if self.link is not None:
-            self.link.close()
-
-    async def _create(self, spec: ChildSpec) -> Incarnation:
-        if spec.kind == "lightweight":
-            if self.link is None:
-                config = (self.owner.spec.lightweight if self.owner.spec is not None
-                          else SupervisorSpec().lightweight)
-                self.link = HostLink(self.owner.name, config)
-            return await start_lightweight(self.link, spec, self.owner.names.key(spec.id))
-        if spec.supervisor is None:
-            return await start_worker(spec)
-        handle = SupervisorActor.options(**near_supervisor(child_options(spec))).remote(
-            f"{self.owner.name}/{spec.id}", False)
-        return await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
-                           spec.start_deadline_s(),
-                           {**SupervisorActor._default_options, **child_options(spec)})
-
-
 class SupervisorServer:
     """One supervisor (root or nested); ``SupervisorActor`` is its Ray actor class."""
 
@@ -153,7 +85,7 @@ class SupervisorServer:
         """Why it stopped, for people: the exit reason and what happened."""
         self.mailbox = asyncio.Lock()
         self.core: SupervisorCore[Incarnation] | None = None
-        self.runner = _RayRunner(self)
+        self.runner = RayRunner(self)
         self.names = ChildNames(name, None)
         self._spec: SupervisorSpec | None = None
         self._saved_ids: tuple[str, ...] | None = None
@@ -198,6 +130,7 @@ class SupervisorServer:
         self._spec = spec
         await self.core.init(spec.children)
         self._save()
+        self.runner.warm(c.spec for c in self.core.children)
 
     async def stop(self, reason: str) -> str:
         """Terminate all children in reverse start order and exit with ``reason``."""
@@ -230,6 +163,7 @@ class SupervisorServer:
         async with self.mailbox:
             child = await self._core().start_child(spec)
             self._save()
+            self.runner.warm(c.spec for c in self._core().children)
             return self._info(child)
 
     async def terminate_child(self, child_id: str) -> None:
@@ -245,7 +179,16 @@ class SupervisorServer:
     # ------------------------------------------------------------------ exits and retries
     def post_exit(self, child_id: str, incarnation: Incarnation, reason: str) -> None:
         """A child's incarnation exited: queue the operation that handles it."""
+        static_metrics.of(self.name).exited(reason)
         spawn(self._child_exited(child_id, incarnation, reason))
+
+    async def start_nested(self, spec: ChildSpec) -> Incarnation:
+        """Start a supervisor child (a ``SupervisorActor`` near this one) and its subtree."""
+        handle = SupervisorActor.options(**near_supervisor(child_options(spec))).remote(
+            f"{self.name}/{spec.id}", False)
+        return await adopt(handle, spec.id, handle.init.remote(spec.supervisor),
+                           spec.start_deadline_s(),
+                           {**SupervisorActor._default_options, **child_options(spec)})
 
     async def _child_exited(self, child_id: str, incarnation: Incarnation, reason: str) -> None:
         if incarnation.lightweight is not None:
@@ -267,6 +210,10 @@ class SupervisorServer:
         if child is None or child.running is None:
             await self.runner.unregister(child_id, incarnation)
         return outcome
+
+    async def warm_status(self) -> dict[str, Any] | None:
+        """Its pool of standby shells (``WarmPool.stats``); None without ``warm``."""
+        return self.runner.pool.stats() if self.runner.pool is not None else None
 
     async def lightweight_status(self) -> dict[str, Any]:
         """The host of this supervisor's lightweight children: per child calls and estimated
@@ -335,6 +282,8 @@ class SupervisorServer:
 
     def _save(self) -> None:
         """Write the current child specs through to the GCS KV store (root supervisors)."""
+        if self.core is not None:
+            static_metrics.of(self.name).observe(self.core)
         if (not self.durable or self.core is None or self._spec is None
                 or self.signal.reason is not None):
             return
@@ -350,7 +299,7 @@ class SupervisorServer:
         running = child.running
         return ChildInfo(id=child.id, status=child.status, type=child.spec.type,
                          restart=child.spec.restart, significant=child.spec.significant,
-                         handle=running.handle if running else None,
+                         handle=running.public if running else None,
                          pid=running.pid if running else None,
                          node_id=running.node_id if running else None)
 

@@ -26,6 +26,7 @@ from ray._common.ray_option_utils import validate_actor_options
 from herd.platform.errors import ConfigError
 from herd.platform.validation import field_error, format_validation_error
 from herd.supervisors.otp.classes import ShippedClass, resolve_actor
+from herd.supervisors.warm.spec import WarmPoolSpec
 
 __all__ = [
     "INFINITY_GUARD_S",
@@ -257,6 +258,9 @@ class SupervisorSpec(_Spec):
     registry: str | None = "default"
     """Registry in which children are named ``<supervisor>/<id>``; ``None`` names nothing."""
     lightweight: LightweightHosts = Field(default_factory=LightweightHosts)
+    warm: WarmPoolSpec | None = None
+    """Standby shells for its actor children (``{"standby": 2}``): a crashed child restarts in
+    a process already running (``herd.supervisors.warm``). None: every start is cold."""
 
     @field_validator("max_restarts", mode="before")
     @classmethod

@@ -48,6 +48,7 @@ from herd.supervisors.otp.spec import (
     validate_name,
 )
 from herd.supervisors.otp.start_failure import describe
+from herd.supervisors.warm.spec import WarmPoolSpec
 
 __all__ = ["Supervisor"]
 
@@ -75,18 +76,22 @@ class Supervisor:
               strategy: Strategy = "one_for_one", max_restarts: int = 3,
               max_seconds: float = 5.0, auto_shutdown: AutoShutdown = "never",
               registry: str | None = "default", timeout: float | None = None,
-              lightweight: LightweightHosts | Mapping[str, Any] | None = None) -> Supervisor:
+              lightweight: LightweightHosts | Mapping[str, Any] | None = None,
+              warm: WarmPoolSpec | Mapping[str, Any] | None = None) -> Supervisor:
         """Start a root supervisor named ``name`` and its children, in order.
 
         Raises ``ConfigError`` for an invalid spec, ``SupervisorError`` if a supervisor of that
         name is running, and ``StartChildError`` if a child fails to start (then nothing is left
         running). ``timeout`` defaults to the children's start timeouts plus a margin.
+        ``warm``: standby shells for its actor children (``{"standby": 2}``, see
+        ``herd.supervisors.warm``), so a crashed child restarts without a process start.
         """
         require_ray()
         validate_name(name, "supervisor name")
         spec = SupervisorSpec(strategy=strategy, max_restarts=max_restarts,
                               max_seconds=max_seconds, auto_shutdown=auto_shutdown,
                               children=list(children), registry=registry,
+                              warm=warm,
                               **({"lightweight": lightweight} if lightweight is not None else {}))
         actor_name = root_actor_name(name)
         if get_named(actor_name) is not None:
@@ -188,6 +193,11 @@ class Supervisor:
         """The host of the lightweight children: per child calls and estimated memory
         (``by_child``), loop lag, RSS, and why the last host failed (``last_failure``)."""
         return self._call("lightweight_status", timeout=timeout)
+
+    def warm_status(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Its standby shells (``warm``): ``ready`` pids per shape, shells ``taken`` by
+        starts, starts that ``missed`` (cold); None without ``warm``."""
+        return self._call("warm_status", timeout=timeout)
 
     def render_tree(self, timeout: float | None = None) -> str:
         """The whole supervision tree below this supervisor, as indented text."""

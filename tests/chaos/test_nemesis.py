@@ -1,4 +1,4 @@
-"""A bounded, seeded chaos run (about 2 minutes with the cluster start) against a head + 3
+"""A bounded, seeded chaos run (about 80 s with the cluster start) against a head + 3
 workers cluster with fast health checks: the nemesis injects faults of the kinds this
 LocalCluster supports (drawn by the seed) while the client works, and the checker finds no
 violation in the history.
@@ -25,7 +25,7 @@ from herd.platform.cluster import LocalCluster
 from herd.platform.config import HealthCheckConfig
 
 SEED = int(os.environ.get("HERD_CHAOS_SEED", "1"))
-DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "60"))
+DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "40"))
 FAST = HealthCheckConfig(initial_delay_ms=1000, period_ms=500, timeout_ms=500,
                          failure_threshold=3)
 

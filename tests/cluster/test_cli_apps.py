@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import ray
 from ray.exceptions import RayActorError
 
@@ -47,58 +49,6 @@ def workers_of(view: dict[str, Any]) -> list[dict[str, Any]]:
     return sups["workers"]["children"]
 
 
-def test_up_run_status_kill_status_stop_down(tmp_path: Path) -> None:
-    run_dir = tmp_path / "cluster"
-    up = herd("cluster", "up", "--nodes", "3", "--regions", "us-east,us-west",
-              "--run-dir", str(run_dir))
-    assert up.returncode == 0, up.stderr
-    try:
-        run = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
-        assert run.returncode == 0, run.stderr
-        assert "app demo running: 2 supervisors" in run.stdout
-        assert_readable(run.stdout + run.stderr)
-        again = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
-        assert again.returncode == 1 and "already running" in again.stderr
-        view = status_json(run_dir)
-        children = workers_of(view)
-        assert len(children) == 6 and all(c["status"] == "running" for c in children)
-        pipeline = {s["name"]: s for s in view["apps"][0]["supervisors"]}["pipeline"]
-        assert [c["id"] for c in pipeline["children"]] == ["source", "stage", "sink"]
-        assert len(view["nodes"]) == 3
-        text = herd("status", "--run-dir", str(run_dir))
-        assert "dynamic supervisor workers: running" in text.stdout, text.stderr
-
-        cluster = LocalCluster.attach(run_dir)
-        workers = {n.node_id for n in cluster.worker_nodes}
-        load = Counter(c["node_id"] for c in children if c["node_id"] in workers)
-        victim = load.most_common(1)[0][0]
-        moved = {c["id"] for c in children if c["node_id"] == victim}
-        cluster.kill_node(cluster.node_by_id(victim))
-
-        def moved_back() -> dict[str, Any] | None:
-            current = {c["id"]: c for c in workers_of(status_json(run_dir))}
-            ok = all(current[cid]["status"] == "running" and current[cid]["node_id"] != victim
-                     and current[cid]["incarnation"] == 2 for cid in moved)
-            return current if ok else None
-
-        current = wait_until(moved_back, 90, interval=1.0, what="moved children in status")
-        assert len(current) == 6
-        assert {c["node_id"] for c in current.values()}.isdisjoint({victim})
-        after = herd("status", "--run-dir", str(run_dir))
-        assert after.returncode == 0 and after.stderr == "", after.stderr
-        assert_readable(after.stdout)
-        assert "None" not in after.stdout and "alive=False" in after.stdout
-
-        stop = herd("stop", "demo", "--run-dir", str(run_dir))
-        assert stop.returncode == 0, stop.stderr
-        assert "app demo stopped: pipeline, workers" in stop.stdout
-        gone = herd("status", "demo", "--run-dir", str(run_dir))
-        assert gone.returncode == 1 and "no app named 'demo'" in gone.stderr
-    finally:
-        down = herd("cluster", "down", "--run-dir", str(run_dir))
-    assert down.returncode == 0, down.stderr
-
-
 def test_submit_runs_the_app_as_a_ray_job(tmp_path: Path) -> None:
     with LocalCluster(nodes=2, regions=["us-east", "us-west"], include_dashboard=True,
                       run_dir=tmp_path / "jobs") as cluster:
@@ -130,6 +80,66 @@ def _all_running(view: dict[str, Any]) -> dict[str, Any] | None:
     return view if children and all(c["status"] == "running" for c in children) else None
 
 
+@pytest.fixture(scope="module")
+def up_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One `herd cluster up` cluster for the module's CLI sessions (its run dir); `herd cluster
+    down` at the end must succeed."""
+    run_dir = tmp_path_factory.mktemp("cli-apps") / "cluster"
+    up = herd("cluster", "up", "--nodes", "3", "--regions", "us-east,us-west",
+              "--run-dir", str(run_dir))
+    assert up.returncode == 0, up.stderr
+    try:
+        yield run_dir
+    finally:
+        down = herd("cluster", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr
+
+
+def test_up_run_status_kill_status_stop_down(up_cluster: Path) -> None:
+    run_dir = up_cluster
+    run = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
+    assert run.returncode == 0, run.stderr
+    assert "app demo running: 2 supervisors" in run.stdout
+    assert_readable(run.stdout + run.stderr)
+    again = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
+    assert again.returncode == 1 and "already running" in again.stderr
+    view = status_json(run_dir)
+    children = workers_of(view)
+    assert len(children) == 6 and all(c["status"] == "running" for c in children)
+    pipeline = {s["name"]: s for s in view["apps"][0]["supervisors"]}["pipeline"]
+    assert [c["id"] for c in pipeline["children"]] == ["source", "stage", "sink"]
+    assert len(view["nodes"]) == 3
+    text = herd("status", "--run-dir", str(run_dir))
+    assert "dynamic supervisor workers: running" in text.stdout, text.stderr
+
+    cluster = LocalCluster.attach(run_dir)
+    workers = {n.node_id for n in cluster.worker_nodes}
+    load = Counter(c["node_id"] for c in children if c["node_id"] in workers)
+    victim = load.most_common(1)[0][0]
+    moved = {c["id"] for c in children if c["node_id"] == victim}
+    cluster.kill_node(cluster.node_by_id(victim))
+
+    def moved_back() -> dict[str, Any] | None:
+        current = {c["id"]: c for c in workers_of(status_json(run_dir))}
+        ok = all(current[cid]["status"] == "running" and current[cid]["node_id"] != victim
+                 and current[cid]["incarnation"] == 2 for cid in moved)
+        return current if ok else None
+
+    current = wait_until(moved_back, 90, interval=1.0, what="moved children in status")
+    assert len(current) == 6
+    assert {c["node_id"] for c in current.values()}.isdisjoint({victim})
+    after = herd("status", "--run-dir", str(run_dir))
+    assert after.returncode == 0 and after.stderr == "", after.stderr
+    assert_readable(after.stdout)
+    assert "None" not in after.stdout and "alive=False" in after.stdout
+
+    stop = herd("stop", "demo", "--run-dir", str(run_dir))
+    assert stop.returncode == 0, stop.stderr
+    assert "app demo stopped: pipeline, workers" in stop.stdout
+    gone = herd("status", "demo", "--run-dir", str(run_dir))
+    assert gone.returncode == 1 and "no app named 'demo'" in gone.stderr
+
+
 FRAGILE_APP = """
 name: fragile
 supervisors:
@@ -147,39 +157,35 @@ supervisors:
 """
 
 
-def test_status_shows_stopped_supervisors_with_their_reason(tmp_path: Path) -> None:
+def test_status_shows_stopped_supervisors_with_their_reason(up_cluster: Path,
+                                                            tmp_path: Path) -> None:
     """Issue 11, case 4 in `herd status`: a dynamic supervisor that escalated and a static one
-    that exited on its restart intensity show as stopped, with why."""
-    run_dir = tmp_path / "cluster"
+    that exited on its restart intensity show as stopped, with why (on the cluster of the
+    session above, one of its workers killed)."""
+    run_dir = up_cluster
     app_file = tmp_path / "fragile.yaml"
     app_file.write_text(FRAGILE_APP)
-    up = herd("cluster", "up", "--nodes", "2", "--run-dir", str(run_dir))
-    assert up.returncode == 0, up.stderr
+    run = herd("run", str(app_file), "--run-dir", str(run_dir))
+    assert run.returncode == 0, run.stderr
+    LocalCluster.attach(run_dir).connect(log_to_driver=False)
     try:
-        run = herd("run", str(app_file), "--run-dir", str(run_dir))
-        assert run.returncode == 0, run.stderr
-        LocalCluster.attach(run_dir).connect(log_to_driver=False)
-        try:
-            for key in ("esc/c-1", "brittle/w"):
-                with contextlib.suppress(RayActorError):
-                    ray.get(via(key).crash.remote(), timeout=60)
-        finally:
-            disconnect()
-
-        def stopped() -> dict[str, Any] | None:
-            out = herd("status", "fragile", "--json", "--run-dir", str(run_dir))
-            assert out.returncode == 0, out.stderr
-            sups = {s["name"]: s for s in json.loads(out.stdout)["apps"][0]["supervisors"]}
-            return sups if all(s["status"] == "stopped" for s in sups.values()) else None
-
-        sups = wait_until(stopped, 90, interval=1.0, what="both supervisors stopped")
-        assert "c-1" in sups["esc"]["reason"], sups["esc"]
-        assert "reached_max_restart_intensity" in sups["brittle"]["reason"], sups["brittle"]
-        text = herd("status", "fragile", "--run-dir", str(run_dir)).stdout
-        assert f"dynamic supervisor esc: stopped: {sups['esc']['reason']}" in text, text
-        assert "static supervisor brittle: stopped: " in text and "None" not in text, text
-        stop = herd("stop", "fragile", "--run-dir", str(run_dir))
-        assert stop.returncode == 0 and stop.stderr == "", stop.stderr
+        for key in ("esc/c-1", "brittle/w"):
+            with contextlib.suppress(RayActorError):
+                ray.get(via(key).crash.remote(), timeout=60)
     finally:
-        down = herd("cluster", "down", "--run-dir", str(run_dir))
-    assert down.returncode == 0, down.stderr
+        disconnect()
+
+    def stopped() -> dict[str, Any] | None:
+        out = herd("status", "fragile", "--json", "--run-dir", str(run_dir))
+        assert out.returncode == 0, out.stderr
+        sups = {s["name"]: s for s in json.loads(out.stdout)["apps"][0]["supervisors"]}
+        return sups if all(s["status"] == "stopped" for s in sups.values()) else None
+
+    sups = wait_until(stopped, 90, interval=1.0, what="both supervisors stopped")
+    assert "c-1" in sups["esc"]["reason"], sups["esc"]
+    assert "reached_max_restart_intensity" in sups["brittle"]["reason"], sups["brittle"]
+    text = herd("status", "fragile", "--run-dir", str(run_dir)).stdout
+    assert f"dynamic supervisor esc: stopped: {sups['esc']['reason']}" in text, text
+    assert "static supervisor brittle: stopped: " in text and "None" not in text, text
+    stop = herd("stop", "fragile", "--run-dir", str(run_dir))
+    assert stop.returncode == 0 and stop.stderr == "", stop.stderr

@@ -40,6 +40,7 @@ from herd.supervisors.fencing import Superseded, check
 from herd.supervisors.strategies import make_strategy, member_of
 
 WAIT_S = 60.0
+DISTURBS_CLUSTER = True  # a test adds a node (see tests/shared_cluster.py)
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -32,6 +32,7 @@ from herd.supervisors import ChildSpec, Supervisor
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 
 WAIT_S = 90.0
+OWN_CLUSTER = True  # it restarts the head: no other module shares this cluster
 OUTAGE_CALL_S = 3.0
 # A call during the outage may take its timeout plus the GCS probe (0.5 s) and scheduling slack
 # on a loaded 2-core machine.

@@ -13,6 +13,8 @@ from herd.platform.control_plane import get_named, pinned_options
 from herd.platform.membership import ACTOR_NAME, AsyncMembership, Membership, NodeDown, NodeUp
 from herd.platform.waiting import wait_until
 
+OWN_CLUSTER = True  # it asserts how membership starts on a fresh cluster and kills nodes
+
 
 @ray.remote(num_cpus=0)
 class Recorder:

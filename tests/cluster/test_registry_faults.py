@@ -27,6 +27,7 @@ from herd.registry.models import actor_id
 # Herd children are seen dead in milliseconds; others within one GCS poll. The margins absorb a
 # loaded 2-core machine (measured values are printed with -s).
 CHILD_BOUND_S = 2.0
+DISTURBS_CLUSTER = True  # tests kill and add nodes (see tests/shared_cluster.py)
 PLAIN_BOUND_S = POLL_INTERVAL_S + 1.75
 NODE_BOUND_S = 20.0
 

@@ -1,7 +1,9 @@
 """The import checker behind ``test_layering.py``: herd's layering contract, read from the code.
 
-Layers, lowest first: ``platform -> registry -> supervisors -> replication -> cli``. A module may
-import its own layer and the layers below it, never one above: not at module level, not inside a
+Layers, lowest first: ``platform -> registry -> supervisors -> {replication, consensus,
+eventsourcing} -> chaos -> cli``; the three in braces are siblings of one rank that must not import
+each other. A module may import its own layer and the layers below it, never one above nor a
+sibling: not at module level, not inside a
 function, not as a string import path (``"herd.supervisors.apps.demo:run"``,
 ``importlib.import_module("herd.cli.main")``). Modules must not form import cycles (every
 explicit import counts, including imports inside functions and under ``TYPE_CHECKING``: moving
@@ -27,7 +29,11 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-LAYERS = ("platform", "registry", "supervisors", "replication", "chaos", "cli")
+# each tuple is one rank, lowest first; layers of one rank are siblings
+RANKS: tuple[tuple[str, ...], ...] = (
+    ("platform",), ("registry",), ("supervisors",),
+    ("replication", "consensus", "eventsourcing"), ("chaos",), ("cli",))
+LAYERS = tuple(layer for rank in RANKS for layer in rank)
 MAX_LINES = 400
 # a whole string constant naming a module of a layer, optionally with ":attribute" (logger
 # names such as "herd.dynamic" name no layer and are not import paths)
@@ -71,8 +77,11 @@ class Report:
     unknown: list[Import] = field(default_factory=list)
 
     def upward(self) -> list[Import]:
-        """Imports whose target is in a higher layer than the importer."""
-        return [i for i in self.imports if layer_rank(i.target) > layer_rank(i.module)]
+        """Imports whose target is in a higher layer than the importer, or in a sibling layer
+        of the same rank."""
+        return [i for i in self.imports if layer_rank(i.target) > layer_rank(i.module)
+                or (layer_rank(i.target) == layer_rank(i.module)
+                    and layer_of(i.target) != layer_of(i.module))]
 
     def cycles(self) -> list[list[str]]:
         """Strongly connected components of more than one module (or a module importing
@@ -86,10 +95,16 @@ class Report:
                       if len(c) > 1 or next(iter(c)) in graph.get(next(iter(c)), ()))
 
 
-def layer_rank(module: str) -> int:
-    """Index of ``module``'s layer in :data:`LAYERS` (``herd.<layer>...``)."""
+def layer_of(module: str) -> str | None:
+    """The layer ``herd.<layer>...`` names, or None outside every layer."""
     parts = module.split(".")
-    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else -1
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def layer_rank(module: str) -> int:
+    """Index of ``module``'s layer's rank in :data:`RANKS` (-1 outside every layer)."""
+    layer = layer_of(module)
+    return next((i for i, rank in enumerate(RANKS) if layer in rank), -1)
 
 
 def package_dirs(root: Path) -> dict[str, Path]:

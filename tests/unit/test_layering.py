@@ -92,6 +92,8 @@ PYPROJECT = """
 "herd.platform" = "platform"
 "herd.registry" = "registry"
 "herd.supervisors" = "supervisors"
+"herd.replication" = "replication"
+"herd.consensus" = "consensus"
 "herd.cli" = "cli"
 """
 
@@ -143,6 +145,15 @@ def test_checker_reports_platform_importing_registry(tmp_path: Path) -> None:
                      ("herd.platform.x", "herd.registry", "function import", 4),
                      ("herd.platform.x", "herd.supervisors.core", "string", 5)}
     assert "platform/x.py:2: herd.platform.x -> herd.registry.state" in str(report.upward()[0])
+
+
+def test_checker_reports_sibling_layers_importing_each_other(tmp_path: Path) -> None:
+    report = check_tree(tree(tmp_path, {**CLEAN, **{
+        "replication/store.py": "from herd.supervisors import core\n",
+        "consensus/raft.py": "from herd.replication import store\n",
+    }}))
+    assert [(i.module, i.target) for i in report.upward()] == [
+        ("herd.consensus.raft", "herd.replication.store")]
 
 
 def test_checker_reports_import_cycles(tmp_path: Path) -> None:

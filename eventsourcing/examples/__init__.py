@@ -1,0 +1,1 @@
+"""Example event-sourced apps (importable by every node, so `herd run` can start them)."""

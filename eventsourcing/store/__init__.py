@@ -1,0 +1,1 @@
+"""The event store: one interface (``base.EventStore``), SQLite and PostgreSQL backends."""
