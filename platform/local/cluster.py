@@ -251,29 +251,23 @@ class LocalCluster:
         """Every live pid of every node this cluster started."""
         return sorted(pid for node in self.nodes for pid in node.pids)
 
-    def shutdown(self, timeout_s: float = 20.0) -> None:
-        """Stop every node (workers first, then the head) and verify no process survives."""
+    def shutdown(self, timeout_s: float = 20.0, graceful: bool = False) -> None:
+        """Stop every node and verify no process survives. By default every process of every
+        node is stopped, then killed: a local cluster holds nothing a graceful stop would save
+        (herd's durable state is fsynced as it is written), and Ray's graceful stop waits
+        seconds for its agents. ``graceful=True`` sends SIGTERM first (workers first, then the
+        head) and kills what is left after ``timeout_s / 2``."""
         if ray.is_initialized():
             try:
                 if ray.get_runtime_context().gcs_address == self.address:
                     ray.shutdown()
             except Exception:  # a driver already half torn down must not block the cleanup
                 ray.shutdown()
+        leaders = [node.leader_pid for node in self.nodes if node.leader_pid]
+        if graceful:
+            self._stop_gracefully(timeout_s / 2)
+        survivors = processes.kill_sessions(leaders, timeout_s / 2)
         for node in self.nodes:
-            if node.state == "paused":
-                processes.signal_session(node.leader_pid, signal.SIGCONT)
-            elif self.network is not None and self.network.is_cut(node.name):
-                processes.kill_session(node.leader_pid)  # cut off, it cannot stop gracefully
-        for node in reversed(self.nodes):
-            if node.leader_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.leader_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s / 2
-        for node in self.nodes:
-            processes.wait_session_gone(node.leader_pid, max(0.0, deadline - time.monotonic()))
-        survivors: list[int] = []
-        for node in self.nodes:
-            survivors += processes.kill_session(node.leader_pid, timeout_s / 2)
             self.launcher.reap(node)
             if node.state not in ("killed",):
                 node.state = "stopped"
@@ -290,6 +284,20 @@ class LocalCluster:
             forget_token(self.token_path)
         self._reap_reaper()
         log.info("cluster_stopped", address=self.address, run_dir=str(self.run_dir))
+
+    def _stop_gracefully(self, timeout_s: float) -> None:
+        for node in self.nodes:
+            if node.state == "paused":
+                processes.signal_session(node.leader_pid, signal.SIGCONT)
+            elif self.network is not None and self.network.is_cut(node.name):
+                processes.kill_session(node.leader_pid)  # cut off, it cannot stop gracefully
+        for node in reversed(self.nodes):
+            if node.leader_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.leader_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            processes.wait_session_gone(node.leader_pid, max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> LocalCluster:
         return self

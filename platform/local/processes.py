@@ -49,12 +49,7 @@ def signal_session(leader: int, sig: signal.Signals) -> list[int]:
 
 def wait_session_gone(leader: int, timeout_s: float) -> list[int]:
     """Wait until no process of the session is left; returns the survivors at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = session_pids(leader)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.05)
+    return _wait_sessions_gone([leader], timeout_s)
 
 
 def kill_session(leader: int, timeout_s: float = 10.0) -> list[int]:
@@ -64,10 +59,26 @@ def kill_session(leader: int, timeout_s: float = 10.0) -> list[int]:
     by its siblings (Ray's agents publish a "Raylet is terminated" report to every driver when
     they outlive their raylet by a moment), which a crash of the whole node never lets happen.
     """
+    return kill_sessions([leader], timeout_s)
+
+
+def kill_sessions(leaders: list[int], timeout_s: float = 10.0) -> list[int]:
+    """``kill_session`` for several sessions at once: all are stopped before any is killed."""
     deadline = time.monotonic() + timeout_s
     while True:
-        signal_session(leader, signal.SIGSTOP)
-        signal_session(leader, signal.SIGKILL)
-        left = wait_session_gone(leader, min(0.5, max(0.0, deadline - time.monotonic())))
+        for leader in leaders:
+            signal_session(leader, signal.SIGSTOP)
+        for leader in leaders:
+            signal_session(leader, signal.SIGKILL)
+        left = _wait_sessions_gone(leaders, min(0.5, max(0.0, deadline - time.monotonic())))
         if not left or time.monotonic() >= deadline:
             return left
+
+
+def _wait_sessions_gone(leaders: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [pid for leader in leaders for pid in session_pids(leader)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)

@@ -51,8 +51,10 @@ def test_client_without_token_is_refused() -> None:
                 print("CONNECTED")
         """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        # a refused connect is retried once a second, 20 times by default: 3 are enough here
         env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
-                    "RAY_gcs_rpc_server_connect_timeout_s": "5"})
+                    "RAY_gcs_rpc_server_connect_timeout_s": "5",
+                    "RAY_gcs_server_port_wait_time_s": "3"})
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                              text=True, timeout=120)
         assert "REFUSED" in out.stdout, out.stdout + out.stderr[-2000:]
