@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import ray
-
 from herd.chaos.config import ChaosConfig, parse_duration, parse_faults
 from herd.chaos.consensus_workload import HEALTH_CHECK, check_faults, run_consensus
 from herd.cli.common import DEFAULT_LOG_DIR, echo, ray_output_to
+from herd.platform.connection import leave_ray
 from herd.platform.local.cluster import LocalCluster
 
 __all__ = ["run_consensus_chaos"]
@@ -37,7 +36,7 @@ def run_consensus_chaos(seed: int, duration: str, faults: str, out: Path | None,
             result = run_consensus(config, cluster, progress=(
                 lambda text: echo(f"\r\033[K{text}", nl=False) if tty else None))
         finally:
-            ray.shutdown()  # before the cluster goes: Ray ends a driver that lost its GCS
+            leave_ray()  # before the cluster goes: Ray ends a driver that lost its GCS
             cluster.shutdown()
     if tty:
         echo()

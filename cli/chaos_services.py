@@ -19,6 +19,7 @@ from herd.chaos.services_checker import check_services
 from herd.chaos.services_workload import ServicesWorkload
 from herd.cli.common import DEFAULT_LOG_DIR, echo, ray_output_to
 from herd.platform import erpc
+from herd.platform.connection import leave_ray
 from herd.platform.errors import ConfigError
 from herd.platform.gcs import nodes
 from herd.platform.local.cluster import LocalCluster
@@ -64,7 +65,7 @@ def run_services_chaos(seed: int, duration: str, faults: str, out: Path | None,
             ServicesWorkload(presence, cache, members, history, seed).run(duration_s, kills)
             cache.close()
         finally:
-            ray.shutdown()
+            leave_ray()
             cluster.shutdown()
     violations = check_services(history, PRESENCE_BOUND_S, CACHE_SETTLE_S)
     operations = len(history.completions())

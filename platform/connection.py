@@ -10,6 +10,7 @@ then runs ``ray.init`` with Ray's own connect knobs sized to what is left of the
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import time
@@ -208,7 +209,17 @@ def _join(target: str, namespace: str, log_to_driver: bool | None,
 def disconnect() -> None:
     """Leave the cluster (stops an embedded Ray)."""
     if ray.is_initialized():
-        ray.shutdown()
+        leave_ray()
+
+
+def leave_ray() -> None:
+    """``ray.shutdown()``, after collecting garbage: handles and refs of this session that only
+    a reference cycle keeps are then released while the driver's core worker is whole, not by
+    a collection that runs during the shutdown or in the next session (Ray frees them through
+    the core worker that created them; a driver that reconnects many times, as a test suite
+    does, can otherwise crash in it)."""
+    gc.collect()
+    ray.shutdown()
 
 
 def _current(mode: str) -> ClusterInfo:

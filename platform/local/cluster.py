@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,15 +23,14 @@ import ray
 
 from herd.platform.auth import forget_token, use_token
 from herd.platform.config import ClusterConfig, HealthCheckConfig, NodeSpec
-from herd.platform.connection import LOOPBACK, ClusterInfo, connect
-from herd.platform.errors import ClusterError, ConfigError
+from herd.platform.connection import LOOPBACK, ClusterInfo, connect, leave_ray
+from herd.platform.errors import ClusterError
 from herd.platform.local import processes
 from herd.platform.local.head import HEAD_RESTART_TIMEOUT_S, HeadProcess, driver_namespace
 from herd.platform.local.isolation import NodeNetwork, required
-from herd.platform.local.launch import Launch, NodeLauncher, free_port
+from herd.platform.local.launch import Launch, NodeLauncher, check_regions, free_port
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
-from herd.platform.validation import validate_model
 
 __all__ = ["STATE_FILE", "LocalCluster", "LocalNode", "check_regions", "free_port"]
 
@@ -40,18 +38,6 @@ log = get_logger("herd.local_cluster")
 
 STATE_FILE = "cluster.json"
 REAPER_EXIT_S = 5.0
-
-
-def check_regions(regions: list[str], nodes: int) -> None:
-    """Regions are assigned round-robin, so each must be a valid label value, none may repeat,
-    and every one needs a node."""
-    for index, region in enumerate(regions):
-        validate_model(NodeSpec, {"region": region}, source="regions")
-        if region in regions[:index]:
-            raise ConfigError(f"duplicate region {region!r}", field="regions", value=regions)
-    if len(regions) > nodes:
-        raise ConfigError(f"{len(regions)} regions need at least {len(regions)} nodes, got "
-                          f"{nodes}", field="regions", value=regions)
 
 
 class LocalCluster:
@@ -236,7 +222,7 @@ class LocalCluster:
         took = self.head_process.restart(self.head, self.address, timeout_s)
         self.save_state()
         if namespace is not None:
-            ray.shutdown()
+            leave_ray()
             self.connect(namespace=namespace, timeout_s=timeout_s)
         return took
 
@@ -260,7 +246,7 @@ class LocalCluster:
         if ray.is_initialized():
             try:
                 if ray.get_runtime_context().gcs_address == self.address:
-                    ray.shutdown()
+                    leave_ray()
             except Exception:  # a driver already half torn down must not block the cleanup
                 ray.shutdown()
         leaders = [node.leader_pid for node in self.nodes if node.leader_pid]
@@ -291,13 +277,8 @@ class LocalCluster:
                 processes.signal_session(node.leader_pid, signal.SIGCONT)
             elif self.network is not None and self.network.is_cut(node.name):
                 processes.kill_session(node.leader_pid)  # cut off, it cannot stop gracefully
-        for node in reversed(self.nodes):
-            if node.leader_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.leader_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for node in self.nodes:
-            processes.wait_session_gone(node.leader_pid, max(0.0, deadline - time.monotonic()))
+        processes.terminate_sessions([n.leader_pid for n in reversed(self.nodes) if n.leader_pid],
+                                     timeout_s)
 
     def __enter__(self) -> LocalCluster:
         return self

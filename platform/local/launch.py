@@ -21,12 +21,13 @@ from ray._raylet import GcsClient
 from herd.platform.auth import use_token
 from herd.platform.config import HealthCheckConfig, NodeSpec
 from herd.platform.connection import LOOPBACK
-from herd.platform.errors import ClusterError
+from herd.platform.errors import ClusterError, ConfigError
 from herd.platform.gcs import NodeInfo
 from herd.platform.local import processes
 from herd.platform.local.isolation import NodeNetwork
 from herd.platform.local.node import LocalNode
 from herd.platform.logging import get_logger
+from herd.platform.validation import validate_model
 
 log = get_logger("herd.local_cluster")
 
@@ -45,6 +46,18 @@ def free_port() -> int:
 def ray_executable() -> str:
     candidate = Path(sys.executable).parent / "ray"
     return str(candidate) if candidate.exists() else "ray"
+
+
+def check_regions(regions: list[str], nodes: int) -> None:
+    """Regions are assigned round-robin, so each must be a valid label value, none may repeat,
+    and every one needs a node."""
+    for index, region in enumerate(regions):
+        validate_model(NodeSpec, {"region": region}, source="regions")
+        if region in regions[:index]:
+            raise ConfigError(f"duplicate region {region!r}", field="regions", value=regions)
+    if len(regions) > nodes:
+        raise ConfigError(f"{len(regions)} regions need at least {len(regions)} nodes, got "
+                          f"{nodes}", field="regions", value=regions)
 
 
 @dataclass

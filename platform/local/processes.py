@@ -3,6 +3,7 @@ in the session of its leader (Ray's workers change their process group, not thei
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -50,6 +51,15 @@ def signal_session(leader: int, sig: signal.Signals) -> list[int]:
 def wait_session_gone(leader: int, timeout_s: float) -> list[int]:
     """Wait until no process of the session is left; returns the survivors at the deadline."""
     return _wait_sessions_gone([leader], timeout_s)
+
+
+def terminate_sessions(leaders: list[int], timeout_s: float) -> list[int]:
+    """SIGTERM each leader, in order, and wait until their sessions are gone; returns the
+    survivors at the deadline."""
+    for leader in leaders:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leader, signal.SIGTERM)
+    return _wait_sessions_gone(leaders, timeout_s)
 
 
 def kill_session(leader: int, timeout_s: float = 10.0) -> list[int]:
