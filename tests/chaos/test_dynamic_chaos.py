@@ -1,5 +1,5 @@
-"""The dynamic supervisor while nodes die, hang and come back, on a module-local cluster (head
-us-east + 2 workers; nodes are added when a test needs more). Run in this order, the module
+"""The dynamic supervisor while nodes die, hang and come back, on the shared cluster (head
+us-east + 2 workers, tests/shared_cluster.py; nodes are added when a test needs more). Run in this order, the module
 starts 5 nodes in all:
 
 * a node is SIGKILLed, then a second one: every child runs again exactly once (registry,
@@ -75,14 +75,13 @@ class ChaosWorker:
             time.sleep(WRITE_EVERY_S)
 
 
+DISTURBS_CLUSTER = True  # it kills, pauses and adds nodes (see tests/shared_cluster.py)
+
+
 @pytest.fixture(scope="module")
-def chaos_cluster() -> Iterator[LocalCluster]:
-    cluster = LocalCluster(nodes=3, regions=["us-east", "us-west"])
-    try:
-        cluster.connect()
-        yield cluster
-    finally:
-        cluster.shutdown()
+def chaos_cluster(cluster: LocalCluster) -> LocalCluster:
+    """The shared 3-node, 2-region cluster (tests/conftest.py), replaced after this module."""
+    return cluster
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from herd.platform.cluster import LocalCluster
 from herd.platform.config import HealthCheckConfig
 
 SEED = int(os.environ.get("HERD_CHAOS_SEED", "1"))
-DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "40"))
+DURATION_S = float(os.environ.get("HERD_CHAOS_DURATION_S", "30"))
 FAST = HealthCheckConfig(initial_delay_ms=1000, period_ms=500, timeout_ms=500,
                          failure_threshold=3)
 
@@ -51,7 +51,7 @@ def chaos_cluster() -> Iterator[LocalCluster]:
 
 
 def test_seeded_run_keeps_every_guarantee(chaos_cluster: LocalCluster, tmp_path: Path) -> None:
-    config = ChaosConfig(seed=SEED, duration_s=DURATION_S, faults=FAULTS, fault_gap_s=6.0,
+    config = ChaosConfig(seed=SEED, duration_s=DURATION_S, faults=FAULTS, fault_gap_s=4.0,
                          recovery_bound_s=60.0)
     result = run(config, chaos_cluster, tmp_path / "chaos.ledger")
     report = Path(os.environ.get("HERD_CHAOS_REPORT", tmp_path / "chaos.json"))

@@ -57,7 +57,7 @@ CLUSTER_OPTIONS = {"health_check": {"initial_delay_ms": 1000, "period_ms": 500,
 WAIT_S = 60.0
 #: aggregates the node-kill test starts, per backend (the PostgreSQL run is smaller: the same
 #: path, half the cost in `make test`)
-AGGREGATES = {"sqlite": 2000, "postgres": 1000}
+AGGREGATES = {"sqlite": 1000, "postgres": 500}
 
 
 class Picky(Handler):

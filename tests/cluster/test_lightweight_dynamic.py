@@ -36,7 +36,7 @@ from herd.supervisors.dynamic.supervisor import DynamicSupervisor
 from herd.supervisors.errors import StartChildError
 
 WAIT_S = 60.0
-CHILDREN = 3000
+CHILDREN = 1500
 FAILOVER_S = 30.0
 HEALTH_CHECK = {"initial_delay_ms": 1000, "period_ms": 500, "timeout_ms": 500,
                 "failure_threshold": 3}
