@@ -161,4 +161,3 @@ def demo(ctx: click.Context, app_path: Path) -> None:
 
 demo.add_command(regions)
 
-COMMANDS = [run, status, stop, submit, demo]

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
 
-from herd.cli import apps
-from herd.cli.bench.command import bench
-from herd.cli.chaos import chaos
-from herd.cli.cluster import cluster
-from herd.cli.consensus import consensus
-from herd.cli.dashboard_cmd import dashboard
-from herd.cli.events import events
-from herd.cli.federation import federation
 from herd.platform.logging import configure
 
+#: command name -> "module:attribute"; a command's module (and what it imports: Ray, the
+#: benchmarks, the dashboard server) is imported only when that command runs
+COMMANDS = {
+    "cluster": "herd.cli.cluster:cluster",
+    "bench": "herd.cli.bench.command:bench",
+    "chaos": "herd.cli.chaos:chaos",
+    "consensus": "herd.cli.consensus:consensus",
+    "federation": "herd.cli.federation:federation",
+    "dashboard": "herd.cli.dashboard_cmd:dashboard",
+    "events": "herd.cli.events:events",
+    **{name: f"herd.cli.apps:{name}" for name in ("run", "status", "stop", "submit", "demo")},
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", count=True,
               help="show herd's log events on stderr: -v from INFO, -vv from DEBUG")
 @click.option("--log-level", default=None,
@@ -30,17 +53,6 @@ def main(ctx: click.Context, verbose: int, log_level: str | None) -> None:
     level = (chosen or os.environ.get("HERD_LOG_LEVEL") or "WARNING").upper()
     ctx.obj = {"stderr_level": level}
     configure(level=level, json=os.environ.get("HERD_LOG_JSON") == "1")
-
-
-main.add_command(cluster)
-main.add_command(bench)
-main.add_command(chaos)
-main.add_command(consensus)
-main.add_command(federation)
-main.add_command(dashboard)
-main.add_command(events)
-for command in apps.COMMANDS:
-    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The dynamic supervisor while nodes die, hang and come back, on the shared cluster (head
-us-east + 2 workers, tests/shared_cluster.py; nodes are added when a test needs more). Run in this order, the module
-starts 5 nodes in all:
+us-east + 2 workers, tests/shared_cluster.py; nodes are added when a test needs more). Run in
+this order, the module uses 5 nodes in all:
 
 * a node is SIGKILLed, then a second one: every child runs again exactly once (registry,
   the children themselves, a ledger of starts, and the GCS actor table agree); the children are
@@ -19,7 +19,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
