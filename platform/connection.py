@@ -116,15 +116,26 @@ def gcs_outage(timeout_s: float = OUTAGE_PROBE_S) -> str | None:
     return None
 
 
+#: A driver that joins a cluster exports no Ray metrics of its own (herd's metrics come from its
+#: actors) and uses Ray's OpenCensus path if it records any. Ray 2.60 starts an OpenTelemetry
+#: export thread per driver session and does not stop it at ``ray.shutdown()``: a process that
+#: connects again and again (a test suite, a dashboard that follows head restarts) collects one
+#: per session, each retrying a metrics agent that is gone, and at a later shutdown one runs into
+#: freed memory: the process dies of a segmentation fault (seen in ``make test``, twice in three
+#: runs). OpenCensus keeps one export thread per process.
+DRIVER_METRICS = {"RAY_enable_metrics_collection": "0", "RAY_enable_open_telemetry": "0"}
+
+
 @contextlib.contextmanager
 def bounded_ray_connect(timeout_s: float) -> Iterator[None]:
     """Size Ray's own GCS connect timeouts so that one ``ray.init`` attempt ends within about
     three quarters of ``timeout_s`` (gRPC connect, pubsub connect, cluster-id fetch), with a
-    single attempt instead of Ray's 20-odd. Settings already in the environment win."""
+    single attempt instead of Ray's 20-odd; and keep this driver's own Ray metrics off
+    (``DRIVER_METRICS``). Settings already in the environment win."""
     per_step = str(max(1, int(timeout_s / 4)))
     knobs = {"RAY_gcs_rpc_server_connect_timeout_s": per_step,
              "RAY_py_gcs_connect_timeout_s": per_step,
-             "RAY_gcs_server_port_wait_time_s": "1"}
+             "RAY_gcs_server_port_wait_time_s": "1", **DRIVER_METRICS}
     saved = {key: os.environ.get(key) for key in knobs}
     for key, value in knobs.items():
         os.environ.setdefault(key, value)
