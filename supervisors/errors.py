@@ -24,6 +24,7 @@ __all__ = [
     "PlacementError",
     "StartChildError",
     "SupervisorError",
+    "SupervisorRestarting",
     "SupervisorStopped",
 ]
 
@@ -58,6 +59,11 @@ class ChildNotFound(SupervisorError, KeyError):
 
 class SupervisorStopped(SupervisorError):
     """The supervisor has exited (intensity exceeded, auto_shutdown or stop)."""
+
+
+class SupervisorRestarting(SupervisorStopped):
+    """The supervisor's actor was restarted (its node died, or its process) and has not started
+    its children again yet: a passing state, unlike its parent class; ask again shortly."""
 
 
 class _ChildStateError(SupervisorError):

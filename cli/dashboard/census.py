@@ -106,6 +106,7 @@ class Census:
         self.history: dict[tuple[str, str], deque[dict[str, Any]]] = {}
         self.nodes: dict[str, NodeRow] = {}
         self.stopped: dict[str, str] = {}  # supervisor -> why it stopped
+        self.unavailable: dict[str, str] = {}  # supervisor -> why its last poll failed
         self.last_exit: dict[tuple[str, str], tuple[float, str]] = {}
 
     # ------------------------------------------------------------------ changes
@@ -169,9 +170,10 @@ class Census:
             entry["by_status"][row.status] += 1
             entry["by_kind"][row.kind] += 1
             per_node[row.node_id or "-"] += 1
-        for name, why in self.stopped.items():
-            sups.setdefault(name, {"name": name, "kind": "static", "children": 0,
-                                   "by_node": {}, "by_status": {}, "by_kind": {}})["stopped"] = why
+        for key, reasons in (("stopped", self.stopped), ("unavailable", self.unavailable)):
+            for name, why in reasons.items():
+                sups.setdefault(name, {"name": name, "kind": "static", "children": 0,
+                                       "by_node": {}, "by_status": {}, "by_kind": {}})[key] = why
         nodes = [{**asdict(n), "children": per_node.get(n.node_id, 0)}
                  for n in sorted(self.nodes.values(), key=lambda n: (not n.alive, n.node_id))]
         return {"supervisors": [{**s, **{k: dict(s[k]) for k in ("by_node", "by_status",

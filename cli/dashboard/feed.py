@@ -5,7 +5,9 @@
   polled per child);
 * the membership's event watch: node up / down as they happen, the GCS node table every
   ``POLL_S`` for the rest (head flag, regions);
-* every ``POLL_S``: the static supervision trees (a handful of calls) and the panels.
+* every ``POLL_S``: the static supervision trees (a handful of calls) and the panels. A
+  supervisor that does not answer (Ray is restarting its actor) keeps its last rows and shows
+  as unavailable; only the cluster itself failing counts as ``reconnecting``.
 
 Each loop survives the cluster going away (a head restart): it reports ``reconnecting`` with
 the error, waits, and starts again; the first success after that reports ``connected`` and puts
@@ -20,10 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from herd.cli.dashboard.census import Census, ChildRow, Event, NodeRow, coalesce
 from herd.cli.dashboard.panels import registered_panels
 from herd.platform import gcs
+from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.platform.membership import Membership, NodeUp
 from herd.registry import Registry
@@ -143,9 +147,16 @@ class Feed:
         trees_before = dict(self.trees)
         for name in names:
             sup = Supervisor.get(name)
-            reason = sup.stopped_reason()
-            tree = [] if reason else sup.which_children(recursive=True, timeout=CALL_TIMEOUT_S)
+            try:
+                reason = sup.stopped_reason(timeout=CALL_TIMEOUT_S)
+                tree = [] if reason else sup.which_children(recursive=True,
+                                                            timeout=CALL_TIMEOUT_S)
+            except (HerdError, RayError) as exc:  # its actor is being restarted: keep its rows
+                with self.lock:
+                    self.census.unavailable[name] = f"{type(exc).__name__}: {str(exc)[:160]}"
+                continue
             with self.lock:
+                self.census.unavailable.pop(name, None)
                 regions = {n.node_id: n.region for n in self.census.nodes.values()}
                 rows = list(_static_rows(name, "", tree, regions))
                 if reason:

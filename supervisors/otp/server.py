@@ -31,7 +31,7 @@ from herd.platform import kv
 from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
-from herd.supervisors.errors import SupervisorStopped
+from herd.supervisors.errors import SupervisorRestarting, SupervisorStopped
 from herd.supervisors.otp import metrics as static_metrics
 from herd.supervisors.otp.core import Child, Stop, SupervisorCore
 from herd.supervisors.otp.exit import SHUTDOWN, ExitSignal
@@ -277,7 +277,7 @@ class SupervisorServer:
         if self.core is None:
             if self._reboot_due:
                 spawn(self.reboot())
-            raise SupervisorStopped(f"supervisor {self.name!r} has not started its children yet")
+            raise SupervisorRestarting(f"supervisor {self.name!r} has not started its children yet")
         return self.core
 
     def _save(self) -> None:

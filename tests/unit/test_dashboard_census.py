@@ -103,3 +103,12 @@ def test_static_tree_replaced_as_polled() -> None:
     census.stopped["t"] = "shutdown: reached_max_restart_intensity"
     sup = next(s for s in census.summary()["supervisors"] if s["name"] == "t")
     assert sup["kind"] == "static" and sup["stopped"].startswith("shutdown")
+
+
+def test_a_supervisor_that_does_not_answer_keeps_its_rows_and_says_why() -> None:
+    census = Census()
+    census.replace_static("t", [replace(row("a", sup="t"), static=True)])
+    census.unavailable["t"] = "SupervisorRestarting: supervisor 't' has not started yet"
+    sup = next(s for s in census.summary()["supervisors"] if s["name"] == "t")
+    assert sup["children"] == 1 and sup["unavailable"].startswith("SupervisorRestarting")
+    assert "stopped" not in sup

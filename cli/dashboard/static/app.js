@@ -104,7 +104,8 @@ function renderTrees() {
     const head = document.createElement("div");
     head.className = "sup";
     head.textContent = sup.kind + " supervisor " + sup.name + ": " +
-      (sup.stopped ? "stopped: " + sup.stopped : sup.children + " children");
+      (sup.stopped ? "stopped: " + sup.stopped : sup.children + " children") +
+      (sup.unavailable ? " (not answering: " + sup.unavailable + ")" : "");
     div.appendChild(head);
     if (sup.kind === "dynamic") {
       const ul = document.createElement("ul");
