@@ -112,6 +112,13 @@ def stop(app: str, address: str | None, run_dir: Path, connect_timeout: float) -
 def submit(app_path: Path | None, address: str, list_jobs: bool, logs_of: str | None,
            no_wait: bool, timeout: float) -> None:
     """Submit APP_PATH as a Ray job (herd as a wheel + this directory), then follow it."""
+    log_path = DEFAULT_LOG_DIR / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    with ray_output_to(log_path):  # the Jobs SDK's packaging lines and Ray's C++ warnings
+        _submit(app_path, address, list_jobs, logs_of, no_wait, timeout)
+
+
+def _submit(app_path: Path | None, address: str, list_jobs: bool, logs_of: str | None,
+            no_wait: bool, timeout: float) -> None:
     if list_jobs:
         echo_table(jobs.list_jobs(address), ["job_id", "status", "entrypoint"])
         return

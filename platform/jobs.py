@@ -26,7 +26,9 @@ DIST_NAME = "ray_herd"
 JOB_DEPENDENCIES = ("structlog",)
 TERMINAL_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 SKIP_SUFFIXES = (".pyc", ".pyo")
-HERD_PACKAGES = ("platform", "supervisors", "registry")
+HERD_PACKAGES = ("platform", "supervisors", "registry", "replication", "consensus",
+                 "eventsourcing", "chaos", "cli")
+PACKAGE_DATA = ("*.py", "static/*")  # the dashboard's page ships beside its code
 
 
 def _version() -> str:
@@ -38,7 +40,7 @@ def _version() -> str:
 
 def _package_files() -> Iterator[tuple[str, Path]]:
     """(path inside the wheel, file on disk) for every source file of herd's subpackages
-    (named here, not discovered: an editable install maps them from three source folders)."""
+    (named here, not discovered: an editable install maps them from one folder each)."""
     for name in HERD_PACKAGES:
         module = importlib.import_module(f"herd.{name}")
         for location in module.__path__:
@@ -48,8 +50,9 @@ def _package_files() -> Iterator[tuple[str, Path]]:
 def _walk(directory: Path, prefix: str) -> Iterator[tuple[str, Path]]:
     if not directory.is_dir():
         return
-    for path in sorted(directory.rglob("*.py")):
-        if "__pycache__" in path.parts or path.suffix in SKIP_SUFFIXES:
+    found = {path for pattern in PACKAGE_DATA for path in directory.rglob(pattern)}
+    for path in sorted(found):
+        if "__pycache__" in path.parts or path.suffix in SKIP_SUFFIXES or not path.is_file():
             continue
         yield f"{prefix}/{path.relative_to(directory).as_posix()}", path
 

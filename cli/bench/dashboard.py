@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -27,6 +28,7 @@ from typing import Any
 import ray
 
 from herd.cli.bench.report import BenchReport, bench_cluster, summary_ms
+from herd.platform.errors import HerdTimeoutError
 from herd.platform.local.cluster import LocalCluster
 from herd.platform.waiting import wait_until
 from herd.supervisors import ChildSpec, DynamicSupervisor
@@ -59,17 +61,29 @@ class Stream:
 
     def __init__(self, url: str) -> None:
         self.events: list[tuple[float, dict[str, Any]]] = []
+        self.ended: str | None = None  # why the stream stopped, once it has
         self.response = urllib.request.urlopen(f"{url}/api/stream", timeout=WAIT_S)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         kind = ""
-        for raw in self.response:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "event":
-                self.events.append((time.monotonic(), json.loads(line[6:])))
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "event":
+                    self.events.append((time.monotonic(), json.loads(line[6:])))
+            self.ended = "the server closed it"
+        except (OSError, ValueError) as exc:
+            self.ended = f"{type(exc).__name__}: {exc}"
+
+    def about(self, child_id: str) -> str:
+        """What the stream said about ``child_id``, for an error message."""
+        kinds = [e["kind"] for _, e in self.events
+                 if e.get("child_id") == child_id or child_id in e.get("children", [])]
+        return (f"{len(self.events)} events in all, about {child_id}: {kinds or 'none'}; "
+                f"stream {'open' if self.ended is None else 'ended: ' + self.ended}")
 
     def failed_over(self, child_id: str, after: float) -> float | None:
         return next((at for at, e in self.events if at >= after and e["kind"] == "failed_over"
@@ -86,12 +100,14 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _start_dashboard(cluster: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
+def _start_dashboard(cluster: LocalCluster, log_path: Path
+                     ) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     herd = str(Path(sys.executable).with_name("herd"))
-    process = subprocess.Popen([herd, "dashboard", "--address", cluster.address, "--port",
-                                str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, **cluster.env()})
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([herd, "dashboard", "--address", cluster.address, "--port",
+                                    str(port)], stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **cluster.env()})
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -133,8 +149,12 @@ def _latency_rounds(cluster: LocalCluster, sup: DynamicSupervisor, stream: Strea
                 seen_by_poll = time.monotonic()
             else:
                 time.sleep(POLL_S)
-        pushed_at = wait_until(lambda p=probe, d=dead: stream.failed_over(p, d - 5), WAIT_S,
-                               interval=0.02, what="the failover on the dashboard's stream")
+        try:
+            pushed_at = wait_until(lambda p=probe, d=dead: stream.failed_over(p, d - 5),
+                                   WAIT_S, interval=0.02,
+                                   what="the failover on the dashboard's stream")
+        except HerdTimeoutError as exc:
+            raise HerdTimeoutError(f"{exc} ({stream.about(probe)})") from None
         pushed.append(max(0.0, pushed_at - dead))
         polled.append((seen_by_poll or dead + WAIT_S) - dead)
     return pushed, polled
@@ -184,13 +204,18 @@ def run(kills: int = 10, children: int = 10_000, idle_s: float = 20.0) -> BenchR
         total = len(sup.which_children())
         idle_without, _ = _cpu_rate(cluster, idle_s, [])
         without_cpu, _, without_s, moved_without = _failover_cpu(cluster, sup, total, [])
-        process, url = _start_dashboard(cluster)
+        log_path = Path(tempfile.mkdtemp(prefix="herd-bench-dashboard-")) / "dashboard.log"
+        process, url = _start_dashboard(cluster, log_path)
         stream = Stream(url)
         try:
             idle_with, dash_idle = _cpu_rate(cluster, idle_s, [process.pid])
             with_cpu, dash_cpu, with_s, moved_with = _failover_cpu(
                 cluster, sup, total, [process.pid])
             pushed, polled = _latency_rounds(cluster, sup, stream, kills)
+        except HerdTimeoutError as exc:
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            raise HerdTimeoutError(f"{exc}; the dashboard's log ({log_path}) ends with:\n"
+                                   + "\n".join(tail)) from None
         finally:
             stream.close()
             process.terminate()

@@ -49,32 +49,6 @@ def workers_of(view: dict[str, Any]) -> list[dict[str, Any]]:
     return sups["workers"]["children"]
 
 
-def test_submit_runs_the_app_as_a_ray_job(tmp_path: Path) -> None:
-    with LocalCluster(nodes=2, regions=["us-east", "us-west"], include_dashboard=True,
-                      run_dir=tmp_path / "jobs") as cluster:
-        env = cluster.env()
-        address = cluster.dashboard_url
-        assert address is not None
-        submitted = herd("submit", "configs/demo.yaml", "--address", address, "--timeout",
-                         "300", env=env, timeout=400)
-        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-        assert "SUCCEEDED" in submitted.stdout
-        job_id = submitted.stdout.split("submitted job ", 1)[1].split()[0]
-        listed = herd("submit", "--list", "--address", address, env=env)
-        assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
-        logs = herd("submit", "--logs", job_id, "--address", address, env=env)
-        assert "app demo running" in logs.stdout
-
-        cluster.connect(log_to_driver=False)
-        from herd.supervisors.apps.app import stop_app
-        from herd.supervisors.apps.status import status
-
-        view = wait_until(lambda: _all_running(status("demo")), 60, interval=0.5,
-                          what="submitted app running")
-        assert len(view["apps"][0]["supervisors"]) == 2
-        assert stop_app("demo") == ["pipeline", "workers"]
-
-
 def _all_running(view: dict[str, Any]) -> dict[str, Any] | None:
     children = workers_of(view)
     return view if children and all(c["status"] == "running" for c in children) else None
@@ -82,17 +56,45 @@ def _all_running(view: dict[str, Any]) -> dict[str, Any] | None:
 
 @pytest.fixture(scope="module")
 def up_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One `herd cluster up` cluster for the module's CLI sessions (its run dir); `herd cluster
-    down` at the end must succeed."""
+    """One `herd cluster up --dashboard` cluster (the Ray Jobs API for `herd submit`) for the
+    module's CLI sessions (its run dir); `herd cluster down` at the end must succeed."""
     run_dir = tmp_path_factory.mktemp("cli-apps") / "cluster"
     up = herd("cluster", "up", "--nodes", "3", "--regions", "us-east,us-west",
-              "--run-dir", str(run_dir))
+              "--dashboard", "--run-dir", str(run_dir))
     assert up.returncode == 0, up.stderr
     try:
         yield run_dir
     finally:
         down = herd("cluster", "down", "--run-dir", str(run_dir))
     assert down.returncode == 0, down.stderr
+
+
+def test_submit_runs_the_app_as_a_ray_job(up_cluster: Path) -> None:
+    cluster = LocalCluster.attach(up_cluster)
+    env = cluster.env()
+    address = cluster.dashboard_url
+    assert address is not None
+    submitted = herd("submit", "configs/demo.yaml", "--address", address, "--timeout",
+                     "300", env=env, timeout=400)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "SUCCEEDED" in submitted.stdout
+    job_id = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+    listed = herd("submit", "--list", "--address", address, env=env)
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    logs = herd("submit", "--logs", job_id, "--address", address, env=env)
+    assert "app demo running" in logs.stdout
+
+    cluster.connect(log_to_driver=False)
+    try:
+        from herd.supervisors.apps.app import stop_app
+        from herd.supervisors.apps.status import status
+
+        view = wait_until(lambda: _all_running(status("demo")), 60, interval=0.5,
+                          what="submitted app running")
+        assert len(view["apps"][0]["supervisors"]) == 2
+        assert stop_app("demo") == ["pipeline", "workers"]
+    finally:
+        disconnect()
 
 
 def test_up_run_status_kill_status_stop_down(up_cluster: Path) -> None:

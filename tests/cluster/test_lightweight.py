@@ -1,7 +1,8 @@
 """Lightweight children under static OTP supervisors, on a real 3-node cluster.
 
-A subset of the OTP conformance scenarios (``test_otp_conformance.py``) runs with both kinds of
-children: strategies, intensity and escalation, significant children, shutdown order. A child's
+A subset of the OTP conformance scenarios (``test_otp_conformance.py``) runs with lightweight
+children (and, in ``make test-long``, the same bodies with actor children): strategies,
+intensity and escalation, significant children, shutdown order. A child's
 incarnation is told by ``ident()`` (a fresh value per constructor run) instead of a pid, since
 lightweight children share their host's process; a crash is ``exit("error: crash")`` from inside
 the child (for lightweight children also a method that raises). Then the lightweight-only
@@ -33,7 +34,9 @@ from herd.supervisors.errors import StartChildError
 
 Probe = otp_probe.Probe
 WAIT_S = 30.0
-KINDS = ["actor", "lightweight"]
+#: the actor runs of these scenarios check the test bodies against actor children, whose
+#: semantics test_otp_conformance.py proves on its own: they run with the long tests
+KINDS = [pytest.param("actor", marks=pytest.mark.long), "lightweight"]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(otp_probe)
