@@ -334,11 +334,15 @@ class ReplicaCore:
             "buffer": {"start": self.buffer.start, "entries": len(self.buffer.entries),
                        "bytes": self.buffer.total_bytes},
             "rejected": dict(self.rejected), "rejected_by_peers": dict(self.rejected_by_peers),
-            "peers": {r: {"epoch": p.epoch, "recv": p.recv, "acked": p.acked,
-                          "pending": self.pending(r),
-                          "ms_since_ack": None if p.last_ack_ms is None
-                          else now_ms - p.last_ack_ms,
-                          "delta_bytes": p.delta_bytes, "state_bytes": p.state_bytes,
-                          "deltas_sent": p.deltas_sent, "states_sent": p.states_sent}
-                      for r, p in self.peers.items()},
+            "peers": {r: self._peer_status(r, p, now_ms) for r, p in self.peers.items()},
         }
+
+    def _peer_status(self, region: str, peer: Any, now_ms: int) -> dict[str, Any]:
+        """``lag_ms``: how long the peer has been missing deltas it is owed (0 when it has them
+        all: an idle peer is not behind, however long ago its last ack was)."""
+        pending = self.pending(region)
+        since_ack = None if peer.last_ack_ms is None else now_ms - peer.last_ack_ms
+        return {"epoch": peer.epoch, "recv": peer.recv, "acked": peer.acked, "pending": pending,
+                "ms_since_ack": since_ack, "lag_ms": since_ack if pending else 0,
+                "delta_bytes": peer.delta_bytes, "state_bytes": peer.state_bytes,
+                "deltas_sent": peer.deltas_sent, "states_sent": peer.states_sent}

@@ -18,8 +18,9 @@ class ReplicaMetrics:
         self.tags = {"store": store, "region": region}
         self.pending = Gauge("herd_repl_pending_deltas_count", "deltas a peer has not acked",
                              tag_keys=_PEER_TAGS)
-        self.lag = Gauge("herd_repl_peer_lag_milliseconds", "ms since the peer's last ack",
-                         tag_keys=_PEER_TAGS)
+        self.lag = Gauge("herd_repl_peer_lag_milliseconds",
+                         "ms since the peer's last ack while it is owed deltas (0 when it has "
+                         "them all)", tag_keys=_PEER_TAGS)
         self.sent = TotalsCounter("herd_repl_sent_bytes_total", "delta and state bytes sent",
                                   _PEER_TAGS)
         self.refusals = TotalsCounter("herd_repl_refusals_total",
@@ -32,8 +33,8 @@ class ReplicaMetrics:
         for peer, view in status["peers"].items():
             tags = {**self.tags, "peer": peer}
             self.pending.set(view["pending"], tags=tags)
-            if view["ms_since_ack"] is not None:
-                self.lag.set(view["ms_since_ack"], tags=tags)
+            if view["lag_ms"] is not None:
+                self.lag.set(view["lag_ms"], tags=tags)
             self.sent.observe(view["delta_bytes"] + view["state_bytes"], tags)
         self.refusals.observe(sum(status["rejected"].values())
                               + sum(status["rejected_by_peers"].values()), self.tags)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from herd.platform.waiting import wait_until
 from herd.supervisors import ChildSpec, DynamicSupervisor
 from herd.supervisors.apps.examples import Counter
 
+SUPERVISOR = "bench-dashboard"
 WAIT_S = 120.0
 POLL_S = 1.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,9 +87,13 @@ class Stream:
         return (f"{len(self.events)} events in all, about {child_id}: {kinds or 'none'}; "
                 f"stream {'open' if self.ended is None else 'ended: ' + self.ended}")
 
-    def failed_over(self, child_id: str, after: float) -> float | None:
+    def failed_over(self, child_id: str, from_node: str, after: float) -> float | None:
+        """When the stream said ``child_id`` failed over from ``from_node``: an event naming
+        it, or a folded one from that node (it names only a sample of its children)."""
         return next((at for at, e in self.events if at >= after and e["kind"] == "failed_over"
-                     and (e.get("child_id") == child_id or child_id in e.get("children", []))),
+                     and (e.get("child_id") == child_id or child_id in e.get("children", [])
+                          or (e.get("from_node") == from_node
+                              and e.get("count", 1) > len(e.get("children", []))))),
                     None)
 
     def close(self) -> None:
@@ -121,6 +127,16 @@ def _start_dashboard(cluster: LocalCluster, log_path: Path
     return process, url
 
 
+def _shown_node(url: str, child_id: str) -> str | None:
+    """The node the dashboard's census (what the page draws) shows ``child_id`` on."""
+    query = urllib.parse.urlencode({"supervisor": SUPERVISOR, "id": child_id})
+    try:
+        with urllib.request.urlopen(f"{url}/api/child?{query}", timeout=5) as response:
+            return json.loads(response.read()).get("node_id")
+    except OSError:
+        return None
+
+
 def _declared_dead(node_id: str) -> float:
     wait_until(lambda: not any(n["Alive"] for n in ray.nodes() if n["NodeID"] == node_id),
                WAIT_S, interval=0.02, what="the node declared dead")
@@ -128,7 +144,7 @@ def _declared_dead(node_id: str) -> float:
 
 
 def _latency_rounds(cluster: LocalCluster, sup: DynamicSupervisor, stream: Stream,
-                    kills: int) -> tuple[list[float], list[float]]:
+                    url: str, kills: int) -> tuple[list[float], list[float]]:
     pushed, polled = [], []
     for round_ in range(kills):
         node = cluster.add_node(region="us-west")
@@ -150,9 +166,11 @@ def _latency_rounds(cluster: LocalCluster, sup: DynamicSupervisor, stream: Strea
             else:
                 time.sleep(POLL_S)
         try:
-            pushed_at = wait_until(lambda p=probe, d=dead: stream.failed_over(p, d - 5),
-                                   WAIT_S, interval=0.02,
-                                   what="the failover on the dashboard's stream")
+            pushed_at = wait_until(
+                lambda p=probe, n=node.node_id, d=dead: stream.failed_over(p, n, d - 5),
+                WAIT_S, interval=0.02, what="the failover on the dashboard's stream")
+            wait_until(lambda p=probe, n=node.node_id: _shown_node(url, p) not in (None, n),
+                       WAIT_S, interval=0.1, what="the probe on its new node in the census")
         except HerdTimeoutError as exc:
             raise HerdTimeoutError(f"{exc} ({stream.about(probe)})") from None
         pushed.append(max(0.0, pushed_at - dead))
@@ -198,7 +216,7 @@ def run(kills: int = 10, children: int = 10_000, idle_s: float = 20.0) -> BenchR
     rounds (same children throughout)."""
     rows: list[dict[str, Any]] = []
     with bench_cluster(nodes=4) as cluster:
-        sup = DynamicSupervisor.start("bench-dashboard", distribution="least_loaded",
+        sup = DynamicSupervisor.start(SUPERVISOR, distribution="least_loaded",
                                       timeout=WAIT_S)
         _start_lightweight(sup, children)
         total = len(sup.which_children())
@@ -211,7 +229,7 @@ def run(kills: int = 10, children: int = 10_000, idle_s: float = 20.0) -> BenchR
             idle_with, dash_idle = _cpu_rate(cluster, idle_s, [process.pid])
             with_cpu, dash_cpu, with_s, moved_with = _failover_cpu(
                 cluster, sup, total, [process.pid])
-            pushed, polled = _latency_rounds(cluster, sup, stream, kills)
+            pushed, polled = _latency_rounds(cluster, sup, stream, url, kills)
         except HerdTimeoutError as exc:
             tail = log_path.read_text(errors="replace").splitlines()[-20:]
             raise HerdTimeoutError(f"{exc}; the dashboard's log ({log_path}) ends with:\n"

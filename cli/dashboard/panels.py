@@ -46,7 +46,8 @@ def registered_panels() -> list[Panel]:
 
 def replication_section(supervisors: Callable[[], list[str]]) -> Callable[[], Section]:
     """Peers of every replica of the replication supervisors (``herd-replication-<region>``,
-    among ``supervisors()``) with pending deltas, ms since their last ack, reachability and
+    among ``supervisors()``) with pending deltas, lag (ms since the last ack while deltas are
+    pending), reachability and
     bytes sent."""
     prefix = supervisor_name("")
 
@@ -67,7 +68,7 @@ def replication_section(supervisors: Callable[[], list[str]]) -> Callable[[], Se
                 for peer, view in status.get("peers", {}).items():
                     rows.append({"replica": child.id, "region": status.get("region"),
                                  "peer": peer, "pending": view.get("pending"),
-                                 "lag_ms": view.get("ms_since_ack"),
+                                 "lag_ms": view.get("lag_ms"),
                                  "reachable": view.get("reachable"),
                                  "bytes_sent": (view.get("delta_bytes") or 0)
                                  + (view.get("state_bytes") or 0)})

@@ -261,3 +261,26 @@ def test_bad_messages_are_rejected_with_reasons_and_never_merged() -> None:
             assert b.rejected[reason] >= 1, reason
     ack = b.handle(good, 0)
     assert ack is not None and b.state.items() == {"k": 1}
+
+
+def _exchange(sender: ReplicaCore, receiver: ReplicaCore, now_ms: int) -> None:
+    """Push the sender's next message to the receiver and the replies back, until quiet."""
+    message = sender.next_message(receiver.config.region)
+    ends = (sender, receiver)
+    turn = 1
+    while message is not None:
+        message = ends[turn].handle(message, now_ms)
+        turn = 1 - turn
+
+
+def test_lag_counts_only_while_a_peer_is_owed_deltas() -> None:
+    config = {r: CoreConfig("s", r, ("a", "b"), "lww_map") for r in ("a", "b")}
+    a, b = ReplicaCore(config["a"], 1), ReplicaCore(config["b"], 1)
+    a.write("put", "k", 1)
+    for _ in range(3):  # sync, then the delta and its ack
+        _exchange(a, b, 1_000)
+    peer = a.status(61_000)["peers"]["b"]
+    assert peer["pending"] == 0 and peer["lag_ms"] == 0 and peer["ms_since_ack"] == 60_000
+    a.write("put", "k", 2)
+    peer = a.status(61_000)["peers"]["b"]
+    assert peer["pending"] == 1 and peer["lag_ms"] == 60_000
