@@ -26,6 +26,7 @@ from herd.cli.common import (
     one_line_errors,
     run_dir_option,
 )
+from herd.cli.dashboard.layer_panels import layer_panels
 from herd.cli.dashboard.panels import Panel, register_panel, replication_section
 from herd.cli.dashboard.server import Dashboard, PortInUse, serve
 from herd.platform.errors import ConfigError, HerdError
@@ -92,4 +93,6 @@ def dashboard(address: str | None, run_dir: Path, connect_timeout: float, host: 
         board = Dashboard(token)
         register_panel(Panel("replication", "Replication peers",
                              replication_section(board.supervisor_names)))
+        for panel in layer_panels():
+            register_panel(panel)
         asyncio.run(_serve_until_stopped(board, host, port))

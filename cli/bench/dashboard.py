@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +78,17 @@ class Stream:
                 elif line.startswith("data: ") and kind == "event":
                     self.events.append((time.monotonic(), json.loads(line[6:])))
             self.ended = "the server closed it"
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AttributeError) as exc:  # AttributeError: closed by us
             self.ended = f"{type(exc).__name__}: {exc}"
 
     def about(self, child_id: str) -> str:
         """What the stream said about ``child_id``, for an error message."""
         kinds = [e["kind"] for _, e in self.events
                  if e.get("child_id") == child_id or child_id in e.get("children", [])]
-        return (f"{len(self.events)} events in all, about {child_id}: {kinds or 'none'}; "
-                f"stream {'open' if self.ended is None else 'ended: ' + self.ended}")
+        every = Tally(e["kind"] for _, e in self.events)
+        return (f"{len(self.events)} events in all ({dict(every)}), about {child_id}: "
+                f"{kinds or 'none'}; stream "
+                f"{'open' if self.ended is None else 'ended: ' + self.ended}")
 
     def failed_over(self, child_id: str, from_node: str, after: float) -> float | None:
         """When the stream said ``child_id`` failed over from ``from_node``: an event naming
@@ -216,7 +219,10 @@ def run(kills: int = 10, children: int = 10_000, idle_s: float = 20.0) -> BenchR
     rounds (same children throughout)."""
     rows: list[dict[str, Any]] = []
     with bench_cluster(nodes=4) as cluster:
+        # two of the three workers die before the latency rounds: a survivor may hold all
+        # the children, and the probe must still find room
         sup = DynamicSupervisor.start(SUPERVISOR, distribution="least_loaded",
+                                      lightweight={"max_children_per_host": children + kills + 1},
                                       timeout=WAIT_S)
         _start_lightweight(sup, children)
         total = len(sup.which_children())

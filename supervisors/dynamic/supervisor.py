@@ -321,6 +321,10 @@ class DynamicSupervisor:
         for ref in refs:
             try:
                 status = rpc.get(ref, timeout=timeout, what="lightweight status")
+            except (RayActorError, ActorUnschedulableError) as exc:  # its node just died
+                log.debug("lightweight_status_unavailable", supervisor=self.name,
+                          error=repr(exc))
+                continue
             except (HerdError, RayError) as exc:  # reported without stats
                 log.warning("lightweight_status_unavailable", supervisor=self.name,
                             error=repr(exc))

@@ -2,7 +2,8 @@
 
 The metrics test scrapes every node's metrics agent (``ray start --metrics-export-port``; it runs
 with Ray's dashboard off) and checks that herd's series exist and that the failover series move
-after a node is SIGKILLed. The browser test (further down) drives the dashboard page in headless
+after a node is SIGKILLed. The panels test reads the data layers' panels (a consensus group, a
+presence) from the dashboard's API; the browser test (further down) drives the page in headless
 Chromium on the same cluster.
 """
 
@@ -26,10 +27,12 @@ from typing import Any
 import pytest
 import ray
 
+from herd.consensus import Group
 from herd.platform.cluster import LocalCluster
 from herd.platform.waiting import wait_until
 from herd.registry import via
 from herd.replication import ReplicatedStore
+from herd.replication.presence import Presence
 from herd.supervisors import ChildSpec, DynamicSupervisor, Supervisor
 from herd.supervisors.apps.examples import Counter
 
@@ -113,6 +116,36 @@ def total(series: dict[str, float], name: str, **labels: str) -> float:
 
 def names(series: dict[str, float]) -> set[str]:
     return {key.split("{", 1)[0] for key in series}
+
+
+def test_layer_panels_show_consensus_members_and_presence_trackers(
+        cluster: LocalCluster, workload: dict[str, Any], dashboard_url: str) -> None:
+    """The data layers' panels find what runs by themselves: a consensus group started after
+    the dashboard (a row per member, one leader) and a presence's trackers (a row per node)."""
+    group = Group.start("dash-kv", replicas=3, timeout=WAIT_S)
+    presence = Presence.start("dash-presence", timeout=WAIT_S)
+    try:
+        holder = next(c for c in workload["dsup"].which_children() if c.kind == "actor")
+        presence.track(holder.handle, "room", "alice", {"at": "desk"})
+
+        def shown() -> dict[str, Any] | None:
+            with urllib.request.urlopen(f"{dashboard_url}/api/state", timeout=5) as response:
+                panels = json.loads(response.read())["panels"]
+            members = [r for r in panels.get("consensus", {}).get("rows", [])
+                       if r.get("group") == "dash-kv"]
+            trackers = [r for r in panels.get("presence", {}).get("rows", [])
+                        if r.get("presence") == "dash-presence"]
+            ready = (len(members) == 3 and [r["role"] for r in members].count("leader") == 1
+                     and len(trackers) == 3 and sum(r.get("entries") or 0 for r in trackers)
+                     >= 1)
+            return panels if ready else None
+
+        panels = wait_until(shown, WAIT_S, interval=0.5, what="the group and the trackers")
+        assert {r["node"] for r in panels["consensus"]["rows"] if r.get("group") == "dash-kv"} \
+            == {n.node_id[:12] for n in cluster.nodes}
+        assert panels["caches"]["rows"] == []  # no cache runs: an empty table, not an error
+    finally:
+        group.stop(timeout=WAIT_S)
 
 
 def test_metrics_are_scraped_and_move_after_a_failover(cluster: LocalCluster,
