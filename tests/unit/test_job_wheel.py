@@ -3,8 +3,14 @@ installed imports all of it from there) and the dashboard's static page."""
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 from herd.platform.jobs import HERD_PACKAGES, package_wheel
 
@@ -21,3 +27,9 @@ def test_wheel_holds_every_layer_and_the_dashboard_page(tmp_path: Path) -> None:
     listed = {line.split(",")[0] for line in
               zipfile.ZipFile(wheel).read(record).decode().splitlines()}
     assert names <= listed
+
+
+def test_every_layer_the_project_installs_is_shipped() -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    package_dir = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"]
+    assert sorted(HERD_PACKAGES) == sorted(name.split(".", 1)[1] for name in package_dir)
