@@ -36,6 +36,7 @@ from herd.registry.errors import (
     UnknownRegistry,
 )
 from herd.registry.records import (
+    AbsentOr,
     Event,
     EventBatch,
     MetaMatch,
@@ -57,6 +58,7 @@ __all__ = [
     "EventBatch",
     "HolderDead",
     "KeyModeError",
+    "AbsentOr",
     "MetaMatch",
     "NotRegistered",
     "Registered",

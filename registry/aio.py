@@ -32,7 +32,7 @@ from herd.platform.errors import HerdTimeoutError
 from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.connection import Connection, aconfigure, anamed, named
-from herd.registry.records import KeyMode, MetaMatch, Registration, Written
+from herd.registry.records import AbsentOr, KeyMode, MetaMatch, Registration, Written
 
 log = ops.log
 
@@ -92,9 +92,11 @@ class AsyncRegistry:
                      timeout: float | None = None) -> int:
         return await self._run(ops.remove(self, key, epoch, timeout))
 
-    async def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | None, *,
-                              timeout: float | None = None, **changes: Any) -> Registration:
-        return await self._run(ops.compare_and_set(self, key, expected_epoch, changes, timeout))
+    async def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | AbsentOr | None,
+                              *, timeout: float | None = None, holder_node: str | None = None,
+                              **changes: Any) -> Registration:
+        return await self._run(ops.compare_and_set(self, key, expected_epoch, changes, timeout,
+                                                   holder_node))
 
     async def update_meta(self, key: str, meta: dict[str, Any],
                           handle: ActorHandle | None = None, *,

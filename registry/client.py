@@ -29,7 +29,7 @@ from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.aio import AsyncRegistry
 from herd.registry.connection import Connection, configure, named
-from herd.registry.records import KeyMode, MetaMatch, Registration, Written
+from herd.registry.records import AbsentOr, KeyMode, MetaMatch, Registration, Written
 from herd.registry.watch import Watch
 
 log = ops.log
@@ -104,19 +104,25 @@ class Registry:
         record still has that epoch, else ``EpochConflict``. Returns the number removed."""
         return self._run(ops.remove(self, key, epoch, timeout))
 
-    def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | None, *,
-                        timeout: float | None = None, **changes: Any) -> Registration:
+    def compare_and_set(self, key: str, expected_epoch: int | MetaMatch | AbsentOr | None, *,
+                        timeout: float | None = None, holder_node: str | None = None,
+                        **changes: Any) -> Registration:
         """Linearizable compare-and-set on a record's epoch (unique registries).
 
         ``expected_epoch`` 0 or None: create the record, which must not exist. Otherwise the
         record must exist with exactly that epoch; a :class:`MetaMatch`: the record must exist
-        with those meta values, whatever its epoch. ``changes``: ``handle`` (an actor handle,
+        with those meta values, whatever its epoch; an :class:`AbsentOr`: the record is absent
+        or has that epoch. ``changes``: ``handle`` (an actor handle,
         or None for a record without holder, e.g. a claim before the actor exists), ``meta``
         (replaces the meta) and ``on_holder_death``; fields not given are kept. Returns the
         new record, whose epoch is higher than any before; ``EpochConflict`` (with the actual
         epoch, None if absent) when the expectation fails -- exactly one of several racing
-        callers with the same expectation wins."""
-        return self._run(ops.compare_and_set(self, key, expected_epoch, changes, timeout))
+        callers with the same expectation wins. ``holder_node``: the new holder's node, when
+        the caller knows it (e.g. the holder answered it): the registry then takes it as is
+        instead of asking the GCS where the holder runs and whether it is alive (it still
+        watches the holder and drops the record when it dies)."""
+        return self._run(ops.compare_and_set(self, key, expected_epoch, changes, timeout,
+                                             holder_node))
 
     def update_meta(self, key: str, meta: dict[str, Any], handle: ActorHandle | None = None, *,
                     timeout: float | None = None) -> Registration | list[Registration]:

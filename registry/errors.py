@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from herd.platform.errors import ConfigError, HerdError
-from herd.registry.records import Expected, MetaMatch
+from herd.registry.records import AbsentOr, Expected, MetaMatch
 
 
 class RegistryError(HerdError):
@@ -45,6 +45,9 @@ class EpochConflict(RegistryError):
             found = "no record" if actual is None else f"epoch {actual} without those values"
             super().__init__(f"epoch conflict on {key!r}: expected meta {expected.values}, "
                              f"found {found}")
+        elif isinstance(expected, AbsentOr):
+            super().__init__(f"epoch conflict on {key!r}: expected no record or epoch "
+                             f"{expected.epoch}, found {actual}")
         else:
             super().__init__(f"epoch conflict on {key!r}: expected {expected}, found {actual}")
 

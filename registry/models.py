@@ -24,7 +24,7 @@ from ray.actor import ActorHandle
 from herd.platform.validation import format_loc
 from herd.registry.errors import RegistryInputError
 from herd.registry.meta import check_meta
-from herd.registry.records import Expected, KeyMode, MetaMatch, OnHolderDeath
+from herd.registry.records import AbsentOr, Expected, KeyMode, MetaMatch, OnHolderDeath
 
 MAX_KEY_BYTES = 1024
 MAX_SHARDS = 64
@@ -141,8 +141,13 @@ def check_increment(increment: Any) -> dict[str, int]:
 
 
 def check_expected(expected: Any, field: str = "expected_epoch") -> Expected:
-    """An epoch (``check_epoch``) or a :class:`MetaMatch` with at least one value (checked
-    as a meta: JSON values)."""
+    """An epoch (``check_epoch``), a :class:`MetaMatch` with at least one value (checked
+    as a meta: JSON values) or an :class:`AbsentOr` with a positive epoch."""
+    if isinstance(expected, AbsentOr):
+        epoch = expected.epoch
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+            raise RegistryInputError("must be an int > 0", field=f"{field}.epoch", value=epoch)
+        return AbsentOr(epoch)
     if not isinstance(expected, MetaMatch):
         return check_epoch(expected, field)
     values = expected.values

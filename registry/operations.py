@@ -151,15 +151,19 @@ def _removal(registry: Layout, key: str, holder_id: str | None, epoch: Any, what
 
 
 def compare_and_set(registry: Layout, key: Any, expected_epoch: Any, changes: dict[str, Any],
-                    timeout: float | None) -> Operation:
+                    timeout: float | None, holder_node: str | None = None) -> Operation:
     key = models.check_key(key)
     expected = models.check_expected(expected_epoch)
     checked = models.check_changes(changes)
     require(registry, "unique", "compare_and_set")
     handle = checked.get("handle")
+    if holder_node is not None and (not isinstance(holder_node, str) or not holder_node):
+        raise RegistryInputError("must be a node id (a non-empty str)", field="holder_node",
+                                 value=holder_node)
     deadline = deadline_of(timeout)
     return _one(registry, key, "compare_and_set",
-                (key, expected, checked, own_node(handle) if handle is not None else None,
+                (key, expected, checked,
+                 (holder_node or own_node(handle)) if handle is not None else None,
                  uuid.uuid4().hex, ready_s(deadline)), deadline)
 
 

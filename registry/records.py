@@ -56,7 +56,17 @@ class MetaMatch:
                    for key, value in self.values.items())
 
 
-Expected = int | MetaMatch
+@dataclass(frozen=True)
+class AbsentOr:
+    """What ``compare_and_set`` may expect instead of an epoch: the record is absent, or has
+    this epoch. For a writer that replaces a holder it knows to be gone, when the registry may
+    or may not have dropped that holder's record yet: one write either way (a supervisor
+    naming the replacement of a crashed child)."""
+
+    epoch: int
+
+
+Expected = int | MetaMatch | AbsentOr
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 from herd.registry.change import Change, merge
 from herd.registry.meta import updated
 from herd.registry.records import (
+    AbsentOr,
     ClaimItem,
     Entry,
     Event,
@@ -164,8 +165,9 @@ class RegistryState:
                              now: float) -> Change | Rejection:
         """Unique registries only. ``expected`` 0 creates the record (the key must be absent);
         an epoch: the record must exist with that epoch; a :class:`MetaMatch`: the record must
-        exist with those meta values. ``changes`` may hold ``handle``
-        (``holder_id``/``node_id`` describe it), ``meta`` and ``on_holder_death``."""
+        exist with those meta values; an :class:`AbsentOr`: absent, or with that epoch.
+        ``changes`` may hold ``handle`` (``holder_id``/``node_id`` describe it), ``meta`` and
+        ``on_holder_death``."""
         entries = self._key_entries(key)
         current = entries[0] if entries else None
         if current is not None and current.op == op:
@@ -173,6 +175,9 @@ class RegistryState:
         actual = current.registration.epoch if current else None
         if isinstance(expected, MetaMatch):
             if current is None or not expected.holds_for(current.registration.meta):
+                return Rejection("epoch_conflict", key, expected=expected, actual=actual)
+        elif isinstance(expected, AbsentOr):
+            if current is not None and actual != expected.epoch:
                 return Rejection("epoch_conflict", key, expected=expected, actual=actual)
         elif (expected == 0 and current is not None) or (expected != 0 and actual != expected):
             return Rejection("epoch_conflict", key, expected=expected, actual=actual)

@@ -112,8 +112,12 @@ def run(repetitions: int = 10, warmup: int = 1, pause_s: float = 1.0,
 
 
 def _standby_ready(sup: Supervisor) -> bool:
+    """Every shape's pool is full again (a refill still starting its process would take a core
+    from the restart being timed: the bench times restarts slower than the pool refills)."""
     status = sup.warm_status()
-    return bool(status and any(status["ready"].values()))
+    return bool(status and status["targets"] and all(
+        len(status["ready"].get(shape, [])) >= target
+        for shape, target in status["targets"].items()))
 
 
 def _kill_and_wait(ping: Any) -> float:

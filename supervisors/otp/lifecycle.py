@@ -17,7 +17,9 @@ futures fed by the child's monitor call (``herd.platform.monitor``):
 
 A worker started in a warm shell (``herd.supervisors.warm``: a process already running, of the
 child's shape) is an incarnation whose ``handle`` is the shell, watched and stopped like any
-child; ``warm`` is the handle that routes user calls to it, and its registry meta says so.
+child; ``warm`` is the handle that routes user calls to it, and its registry meta says so. Its
+name can be registered while its constructor runs (``Naming``), as OTP registers a ``via``
+name before ``init/1`` runs: calls that arrive meanwhile wait in the shell for the child.
 
 A lightweight child (``kind="lightweight"``) is an incarnation too: ``start_lightweight`` starts
 it on its supervisor's host (``herd.supervisors.lightweight.link``), its handle routes calls to
@@ -28,18 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError
 
 from herd.platform.control_plane import prefer_node_options
+from herd.platform.errors import HerdError
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_METHOD
+from herd.registry import Registration
 from herd.supervisors.errors import StartChildError
 from herd.supervisors.lightweight.link import HostLink, LightweightStart
 from herd.supervisors.otp.classes import ShippedClass
@@ -48,12 +52,13 @@ from herd.supervisors.otp.harness import READY_METHOD, STOP_METHOD, make_child_c
 from herd.supervisors.otp.spec import ChildSpec
 from herd.supervisors.otp.start_failure import describe, one_line, timed_out
 from herd.supervisors.warm.handle import WarmHandle, warm_route_meta
-from herd.supervisors.warm.pool import WarmPool
+from herd.supervisors.warm.pool import Standby, WarmPool
 from herd.supervisors.warm.shell import BECOME_METHOD
 from herd.supervisors.warm.spec import call_options
 
-__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "adopt", "child_options", "fail_start",
-           "near_supervisor", "shutdown", "spawn", "start_lightweight", "start_worker", "watch"]
+__all__ = ["EXIT_GRACE_S", "KILL_CONFIRM_S", "Incarnation", "Naming", "adopt", "child_options",
+           "fail_start", "near_supervisor", "shutdown", "spawn", "start_lightweight",
+           "start_worker", "watch"]
 
 log = get_logger("herd.supervisors.otp.lifecycle")
 
@@ -82,6 +87,10 @@ class Incarnation:
     lightweight: LightweightStart | None = None
     warm: WarmHandle | None = None
     """Children started in a warm shell (``handle`` is the shell): what callers use."""
+    named: bool = False
+    """Its registry name was registered while it started (``Naming``)."""
+    name: Registration | None = None
+    """Its registry record, once registered (None without a registry)."""
 
     @property
     def public(self) -> Any:
@@ -109,6 +118,15 @@ PLACEMENT_OPTIONS = ("scheduling_strategy", "label_selector", "placement_group",
                      "num_gpus", "memory", "accelerator_type")
 
 
+@dataclass(frozen=True)
+class Naming:
+    """How a start registers the child's name early: ``register(holder, meta)`` and, if the
+    child then fails to start, ``unregister(holder)``."""
+
+    register: Callable[[ActorHandle, dict[str, Any]], Awaitable[Registration | None]]
+    unregister: Callable[[ActorHandle], Awaitable[None]]
+
+
 def child_options(spec: ChildSpec) -> dict[str, Any]:
     """Ray options of a child: the spec's ``options`` plus herd's (no Ray restarts, no retries)."""
     return {**spec.options, "max_restarts": 0, "max_task_retries": 0}
@@ -124,9 +142,11 @@ def near_supervisor(options: dict[str, Any]) -> dict[str, Any]:
     return {**prefer_node_options(ray.get_runtime_context().get_node_id()), **options}
 
 
-async def start_worker(spec: ChildSpec, pool: WarmPool | None = None) -> Incarnation:
+async def start_worker(spec: ChildSpec, pool: WarmPool | None = None,
+                       naming: Naming | None = None) -> Incarnation:
     """Create the actor of a worker child and wait until its constructor has returned; in a
-    ready shell of ``pool`` when it has one of the child's shape (then no process starts).
+    ready shell of ``pool`` when it has one of the child's shape (then no process starts, and
+    with ``naming`` its name is registered while the constructor runs: ``named`` is then set).
 
     Raises ``StartChildError`` with a one-line reason (and leaves nothing running) whatever
     stops it: its class cannot be imported, its constructor raises, Ray cannot create or place
@@ -142,14 +162,16 @@ async def start_worker(spec: ChildSpec, pool: WarmPool | None = None) -> Incarna
     except Exception as exc:
         fail_start(spec.id, exc)
     if shell is not None:
-        return await _start_in_shell(shell, spec, actor_cls, options)
+        return await _start_in_shell(shell, spec, actor_cls, options, naming)
     return await adopt(handle, spec.id, getattr(handle, READY_METHOD).remote(),
                        spec.start_timeout, {**actor_cls._default_options, **options})
 
 
-async def _start_in_shell(shell: ActorHandle, spec: ChildSpec, actor_cls: Any,
-                          options: dict[str, Any]) -> Incarnation:
-    """Turn a warm shell into the child: its class loaded and constructed in the shell."""
+async def _start_in_shell(standby: Standby, spec: ChildSpec, actor_cls: Any,
+                          options: dict[str, Any], naming: Naming | None) -> Incarnation:
+    """Turn a warm shell into the child: its class loaded and constructed in the shell, its
+    name (with ``naming``) registered meanwhile."""
+    shell = standby.handle
     try:
         shipped = (spec.actor if isinstance(spec.actor, ShippedClass)
                    else ShippedClass.of(spec.actor))
@@ -160,11 +182,37 @@ async def _start_in_shell(shell: ActorHandle, spec: ChildSpec, actor_cls: Any,
         if isinstance(exc, Exception):
             fail_start(spec.id, exc)
         raise
-    incarnation = await adopt(shell, spec.id, became, spec.start_timeout,
-                              {**actor_cls._default_options, **options})
+    registering = (spawn(naming.register(shell, {**standby.info, **warm_route_meta()}))
+                   if naming is not None else None)
+    try:
+        incarnation = await adopt(shell, spec.id, became, spec.start_timeout,
+                                  {**actor_cls._default_options, **options})
+    except BaseException:
+        if registering is not None and naming is not None:
+            await _unname(registering, naming, shell)
+        raise
     incarnation.warm = WarmHandle(shell, incarnation.info.pop("methods", None))
     incarnation.info.update(warm_route_meta())
+    if registering is not None:
+        try:
+            incarnation.name = await registering
+        except (HerdError, RayError) as exc:
+            await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
+            raise StartChildError(f"child {spec.id!r} could not be registered: "
+                                  f"{one_line(str(exc))}") from None
+        incarnation.named = True
     return incarnation
+
+
+async def _unname(registering: asyncio.Task[Registration | None], naming: Naming,
+                  holder: ActorHandle) -> None:
+    """Undo an early registration of a child that failed to start (best effort: the registry
+    also drops the names of holders it sees end)."""
+    try:
+        await registering
+    except Exception:
+        return  # it was never registered
+    await naming.unregister(holder)
 
 
 async def start_lightweight(link: HostLink, spec: ChildSpec, key: str) -> Incarnation:

@@ -1,9 +1,11 @@
 """Naming a supervisor's children in the registry: ``<supervisor>/<id>`` -> current incarnation.
 
 A supervisor registers each incarnation it starts (so ``via("<supervisor>/<id>")`` finds the
-current one) and unregisters it when it stops or exits, before a replacement registers; the
-registry also drops the names of a child it sees die. The registry is reached through its asyncio
-client (``AsyncRegistry``), so the supervisor's event loop keeps serving its children meanwhile.
+current one) and unregisters it when it stops; the name of a child that crashed is handed to its
+replacement in one write (``register`` with ``previous``: a compare-and-set on the dead
+incarnation's epoch), or unregistered if it is not restarted. The registry also drops the names
+of a child it sees die. The registry is reached through its asyncio client (``AsyncRegistry``),
+so the supervisor's event loop keeps serving its children meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ray.exceptions import RayError
 
 from herd.platform.errors import HerdError
 from herd.platform.logging import get_logger
-from herd.registry import AsyncRegistry
+from herd.registry import AbsentOr, AsyncRegistry, EpochConflict, Registration
 
 __all__ = ["ChildNames"]
 
@@ -33,13 +35,24 @@ class ChildNames:
     def key(self, child_id: str) -> str:
         return f"{self.supervisor}/{child_id}"
 
-    async def register(self, child_id: str, handle: Any, info: dict[str, Any]) -> None:
-        """Register ``handle`` as the holder of the child's name (raises ``RegistryError``)."""
+    async def register(self, child_id: str, handle: Any, info: dict[str, Any],
+                       previous: Registration | None = None) -> Registration | None:
+        """Register ``handle`` as the holder of the child's name (raises ``RegistryError``);
+        with ``previous`` (the record of the incarnation it replaces, whose process is gone),
+        take that record over in one write (whether or not the registry has dropped it yet).
+        None without a registry."""
         if self.registry is None:
-            return
+            return None
         meta = {"supervisor": self.supervisor, "child_id": child_id, **info}
         registry = await self._registry()
-        await registry.register(self.key(child_id), handle, meta)
+        if previous is not None:
+            try:
+                return await registry.compare_and_set(
+                    self.key(child_id), AbsentOr(previous.epoch), handle=handle, meta=meta,
+                    holder_node=info.get("node_id"))
+            except EpochConflict:  # another holder has it: register says who
+                pass
+        return await registry.register(self.key(child_id), handle, meta)
 
     async def unregister(self, child_id: str, handle: Any) -> None:
         """Drop the child's name if ``handle`` still holds it. Best effort: a failure is

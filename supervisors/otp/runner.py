@@ -17,6 +17,7 @@ from herd.supervisors.errors import StartChildError
 from herd.supervisors.lightweight.link import HostLink
 from herd.supervisors.otp.lifecycle import (
     Incarnation,
+    Naming,
     fail_start,
     near_supervisor,
     shutdown,
@@ -58,6 +59,10 @@ class RayRunner:
         calls arriving meanwhile wait on the host for the new incarnation."""
         self.pool: WarmPool | None = None
         """Standby shells for its actor children (when its spec has ``warm``)."""
+        self.handover: dict[str, Incarnation] = {}
+        """Actor child id -> its incarnation that exited and still holds its name: the next
+        start of that child takes the record over (one registry write on the restart path, not
+        an unregister and a register); ``release`` unregisters it if no start took it."""
 
     def warm(self, children: Iterable[ChildSpec]) -> None:
         """Keep standby shells for the shapes of ``children`` (refilled while no operation
@@ -73,15 +78,20 @@ class RayRunner:
         self.pool.want(specs, takeover_sets=[{spec.id for spec in specs}])
 
     async def start(self, spec: ChildSpec) -> Incarnation:
+        previous = self.handover.pop(spec.id, None)
         try:
-            incarnation = await self._create(spec)
-        except StartChildError:
-            raise
-        except Exception as exc:  # OTP catches whatever the start function throws
-            fail_start(spec.id, exc)
-        if self.named_on.get(spec.id) is not incarnation.holder:
+            incarnation = await self._create(spec, previous)
+        except Exception as exc:
+            if previous is not None:  # its name was not taken over: release unregisters it
+                self.handover[spec.id] = previous
+            if isinstance(exc, StartChildError):
+                raise
+            fail_start(spec.id, exc)  # OTP catches whatever the start function throws
+        if not incarnation.named and self.named_on.get(spec.id) is not incarnation.holder:
             try:
-                await self.owner.names.register(spec.id, incarnation.holder, incarnation.info)
+                incarnation.name = await self.owner.names.register(
+                    spec.id, incarnation.holder, incarnation.info,
+                    previous.name if previous is not None else None)
             except (HerdError, ray.exceptions.RayError) as exc:
                 await shutdown(incarnation, spec.model_copy(update={"shutdown": "brutal_kill"}))
                 raise StartChildError(f"child {spec.id!r} could not be registered: "
@@ -97,6 +107,21 @@ class RayRunner:
         await self.unregister(spec.id, running)
         return reason
 
+    def hand_over(self, child_id: str, exited: Incarnation) -> None:
+        """``exited`` (an actor child's incarnation whose process is gone) keeps its name until
+        the child's next start takes it over, or ``release``."""
+        if exited.name is not None:
+            self.handover[child_id] = exited
+        else:
+            self.handover.pop(child_id, None)
+
+    async def release(self, child_id: str, exited: Incarnation) -> None:
+        """Unregister ``exited`` unless a start of its child took its name over."""
+        if self.handover.get(child_id) is not exited:
+            return
+        del self.handover[child_id]
+        await self.owner.names.unregister(child_id, exited.handle)
+
     async def unregister(self, child_id: str, running: Incarnation) -> None:
         if running.lightweight is not None:
             if self.named_on.get(child_id) is not running.holder:
@@ -111,7 +136,7 @@ class RayRunner:
         if self.pool is not None:
             self.pool.close()
 
-    async def _create(self, spec: ChildSpec) -> Incarnation:
+    async def _create(self, spec: ChildSpec, previous: Incarnation | None) -> Incarnation:
         if spec.kind == "lightweight":
             if self.link is None:
                 config = (self.owner.spec.lightweight if self.owner.spec is not None
@@ -119,5 +144,10 @@ class RayRunner:
                 self.link = HostLink(self.owner.name, config)
             return await start_lightweight(self.link, spec, self.owner.names.key(spec.id))
         if spec.supervisor is None:
-            return await start_worker(spec, self.pool)
+            names = self.owner.names
+            taken_over = previous.name if previous is not None else None
+            naming = Naming(
+                register=lambda holder, meta: names.register(spec.id, holder, meta, taken_over),
+                unregister=lambda holder: names.unregister(spec.id, holder))
+            return await start_worker(spec, self.pool, naming)
         return await self.owner.start_nested(spec)

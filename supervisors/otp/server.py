@@ -196,8 +196,12 @@ class SupervisorServer:
                 lambda core: self._lightweight_exited(core, child_id, incarnation, reason),
                 internal=True)
             return
-        await self.names.unregister(child_id, incarnation.handle)
-        await self._operate(lambda core: core.child_exited(incarnation, reason), internal=True)
+        self.runner.hand_over(child_id, incarnation)
+        try:
+            await self._operate(lambda core: core.child_exited(incarnation, reason),
+                                internal=True)
+        finally:
+            await self.runner.release(child_id, incarnation)
 
     async def _lightweight_exited(self, core: SupervisorCore[Incarnation], child_id: str,
                                   incarnation: Incarnation, reason: str) -> Stop | None:

@@ -3,11 +3,12 @@
 Its owner (a dynamic supervisor's member, or a static supervisor) says which children may start
 on its node (``want``); the pool keeps ``standby`` ready shells of each of their shapes (with
 ``"auto"``, as many as ``herd.supervisors.warm.sizing`` says the node can need at once),
-creating one at a time per shape and only while its owner is ``quiet`` (no child operation in
-flight), so refills never compete with the starts of a failover or a restart for Ray's worker
-starts. ``take`` hands out a ready
-shell at once (never waits): None when there is none of that shape, and the caller starts the
-child cold. A shell is handed out once; it is created by the owner, so it shares its fate.
+creating one at a time per shape and only once its owner has been ``quiet`` (no child operation
+in flight) for ``settle_s``, so refills never compete with the starts of a failover or a restart
+for Ray's worker starts, nor with the first calls to the children just started. ``take`` hands
+out a ready shell at once (never waits): None when there is none of that shape, and the caller
+starts the child cold. A shell is handed out once; it is created by the owner, so it shares its
+fate.
 
 Shells hold exactly the resources their shape asks for (the child's own), nothing more; a shell
 that is not up within ``start_timeout_s`` (e.g. no room for its resources) is killed and the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future
@@ -37,7 +39,7 @@ from herd.supervisors.warm.shell import WarmShellActor
 from herd.supervisors.warm.sizing import standby_needed
 from herd.supervisors.warm.spec import NODE_AFFINITY, Shape, WarmPoolSpec, shape_of
 
-__all__ = ["QUIET_POLL_S", "WarmPool"]
+__all__ = ["QUIET_POLL_S", "Standby", "WarmPool"]
 
 log = get_logger("herd.supervisors.warm.pool")
 
@@ -47,10 +49,17 @@ QUIET_POLL_S = 0.05
 
 @dataclass(eq=False)
 class Standby:
+    """A ready shell: its handle, what it answered when ready (pid, node id)."""
+
     handle: ActorHandle
-    pid: int
+    info: dict[str, Any]
     gone: Future[Any]
     """Resolves (or fails) when the shell's process ends."""
+
+    @property
+    def pid(self) -> int:
+        pid: int = self.info["pid"]
+        return pid
 
 
 class WarmPool:
@@ -76,6 +85,8 @@ class WarmPool:
         self.taken = 0
         self.missed = 0
         self.closed = False
+        self.busy_at = time.monotonic()
+        """When the owner was last seen busy (a shell taken, or not ``quiet``)."""
         self.log = log.bind(owner=owner)
 
     # ----------------------------------------------------------------------- shapes
@@ -125,18 +136,19 @@ class WarmPool:
             self._refill(shape)
 
     # ------------------------------------------------------------------------ taking
-    def take(self, shape: Shape | None) -> ActorHandle | None:
+    def take(self, shape: Shape | None) -> Standby | None:
         """A ready shell of ``shape``, removed from the pool (a refill starts behind it);
         None when there is none."""
         if shape is None or self.closed:
             return None
+        self.busy_at = time.monotonic()
         ready = self.ready.get(shape)
         while ready:
             standby = ready.popleft()
             if not standby.gone.done():
                 self.taken += 1
                 self._refill(shape)
-                return standby.handle
+                return standby
         self.missed += 1
         self._refill(shape)
         return None
@@ -173,7 +185,10 @@ class WarmPool:
             if len(ready) >= self.targets[shape]:
                 return
             if not self.quiet():
-                await asyncio.sleep(QUIET_POLL_S)
+                self.busy_at = time.monotonic()
+            settling = self.busy_at + self.spec.settle_s - time.monotonic()
+            if settling > 0:
+                await asyncio.sleep(max(settling, QUIET_POLL_S))
                 continue
             try:
                 standby = await self._create(shape)
@@ -199,7 +214,7 @@ class WarmPool:
             raise
         gone = getattr(handle, MONITOR_METHOD).remote().future()
         gone.add_done_callback(_collect)
-        return Standby(handle=handle, pid=info["pid"], gone=gone)
+        return Standby(handle=handle, info=dict(info), gone=gone)
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ harnessed child:
   awaited on the actor's loop (at most ``max_concurrency`` at once if the child set it); a
   sync one, and a sync constructor, on the child's own thread (one, so calls run one at a time
   and in order as in a sync actor, and code that runs its own event loop works), or on
-  ``max_concurrency`` threads.
+  ``max_concurrency`` threads. A call that arrives while the constructor runs (the child's
+  name is registered meanwhile) waits for it, and fails as the start failed if it raised.
 * ``MONITOR_METHOD`` / ``READY_METHOD`` (concurrency group ``MONITOR_GROUP``, beside user
   calls) and ``STOP_METHOD`` as in ``herd.supervisors.otp.harness``; ``exit(reason)`` works in
   the constructor and in every method.
@@ -70,6 +71,9 @@ class WarmShell:
                 log.debug("preload_failed", error=str(exc))
         self._child: Any = None
         self._taken = False
+        self._settled = asyncio.Event()
+        """Set once the constructor has returned or raised (``_failed`` then says why)."""
+        self._failed: StartChildError | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._async_limit: asyncio.Semaphore | None = None
 
@@ -78,6 +82,17 @@ class WarmShell:
         if self._taken:
             raise StartChildError("this warm shell has served a child already")
         self._taken = True
+        try:
+            return await self._construct(shipped, args, kwargs, call_options)
+        except BaseException as exc:
+            self._failed = StartChildError(f"the child failed to start: {exc}")
+            raise
+        finally:
+            self._settled.set()
+
+    async def _construct(self, shipped: ShippedClass, args: tuple[Any, ...],
+                         kwargs: dict[str, Any], call_options: dict[str, Any]
+                         ) -> dict[str, Any]:
         cls = user_class(shipped.load())
         concurrency = call_options.get("max_concurrency")
         if concurrency is not None:
@@ -100,6 +115,9 @@ class WarmShell:
 
     async def call(self, key: Any, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Any:
+        await self._settled.wait()  # the caller's deadline bounds it (a name is registered
+        if self._failed is not None:  # only once ``become`` was sent)
+            raise self._failed
         if self._child is None or self._threads is None or method.startswith("_"):
             raise AttributeError(f"the child has no method {method!r}")
         bound = getattr(self._child, method)

@@ -59,6 +59,10 @@ class WarmPoolSpec(BaseModel):
     """A shell not up within this time is killed (it may wait for resources others need)."""
     retry_s: float = Field(default=5.0, gt=0)
     """Pause before creating a shell again after one failed or timed out."""
+    settle_s: float = Field(default=0.25, ge=0)
+    """A refill waits until its owner has been quiet this long: a worker process starting
+    takes a core for most of a second, and right after a restart or a failover the new
+    children's first calls need it."""
 
     @field_validator("standby", mode="before")
     @classmethod

@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -67,7 +69,8 @@ class Ledger:
 class Counter:
     """A stateful child: its count starts at ``start`` in every incarnation."""
 
-    def __init__(self, ledger: Any, tag: str, start: int = 0) -> None:
+    def __init__(self, ledger: Any, tag: str, start: int = 0, delay_s: float = 0.0) -> None:
+        time.sleep(delay_s)
         if not rpc.get(ledger.started.remote(tag, os.getpid()), timeout=10):
             raise RuntimeError(f"{tag} refuses to start")
         self.n = start
@@ -212,6 +215,7 @@ def test_otp_restarts_take_warm_shells(ledger: Any, started: list[Any]) -> None:
         errors.append(str(caught.value))
     assert errors[0] == errors[1] and "bad refuses to start" in errors[0]
     assert sup.warm_status()["taken"] == 3
+    assert Registry.get("default").lookup("warm-otp/bad", fresh=True) is None
     (used,) = pool
     wait_until(lambda: not alive(used), WAIT_S, what="the failed shell ended")
     assert used not in otp_ready(sup, 1)
@@ -219,6 +223,34 @@ def test_otp_restarts_take_warm_shells(ledger: Any, started: list[Any]) -> None:
 
 
 # ------------------------------------------------------------- OTP conformance, warm
+def test_warm_name_is_registered_while_the_constructor_runs(ledger: Any,
+                                                            started: list[Any]) -> None:
+    """As OTP registers a ``via`` name before ``init/1``: a child starting in a shell is
+    named while its (slow) constructor runs; a call that reaches it meanwhile waits for the
+    constructor and answers, never "no such method". After a crash the restarted child takes
+    the record over: a higher epoch, the new pid, one holder."""
+    sup = Supervisor.start("warm-early", [], warm={"standby": 1, "max_shapes": 1})
+    started.append(sup)
+    sup.start_child(counter(ledger, "seed"))  # gives the pool its shape
+    otp_ready(sup, 1)
+    registry = Registry.get("default")
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(sup.start_child, counter(ledger, "slow", kwargs={"delay_s": 2.0}))
+        named = wait_until(lambda: registry.lookup("warm-early/slow", fresh=True), WAIT_S,
+                           what="the slow child named")
+        assert not starting.done()  # named before its constructor returned
+        assert via("warm-early/slow", timeout=WAIT_S).incr.call() == 1
+        info = starting.result(timeout=WAIT_S)
+    assert info.pid == via("warm-early/slow").pid.call()
+    assert named is not None
+    before = registry.entry("warm-early/slow", fresh=True)
+    os.kill(info.pid, signal.SIGKILL)
+    restarted = new_pid("warm-early/slow", info.pid)
+    after = registry.entry("warm-early/slow", fresh=True)
+    assert after.epoch > before.epoch and after.meta["pid"] == restarted
+    assert registry.lookup("warm-early/slow", fresh=True) is not None
+
+
 def warm_start(sups: list[Supervisor], name: str, children: list[ChildSpec],
                **flags: Any) -> Supervisor:
     """``test_otp_conformance.start`` with three standby shells, ready before the case runs."""

@@ -24,7 +24,7 @@ from herd.registry.models import (
     check_timeout,
     options,
 )
-from herd.registry.records import MetaMatch
+from herd.registry.records import AbsentOr, MetaMatch
 
 
 @pytest.mark.parametrize("key", ["", 7, None, b"bytes", "x" * (MAX_KEY_BYTES + 1),
@@ -109,8 +109,11 @@ def test_expected_is_an_epoch_or_a_meta_match() -> None:
     assert check_expected(7) == 7 and check_expected(None) == 0
     assert check_expected(MetaMatch({"owner": "n", "n": (1,)})) == MetaMatch(
         {"owner": "n", "n": [1]})
+    assert check_expected(AbsentOr(4)) == AbsentOr(4)
     for bad, field in [(MetaMatch({}), "items[3].expected_epoch.values"),
                        (MetaMatch({"f": object()}), "items[3].expected_epoch.values"),
+                       (AbsentOr(0), "items[3].expected_epoch.epoch"),
+                       (AbsentOr(True), "items[3].expected_epoch.epoch"),
                        ("3", "items[3].expected_epoch")]:
         with pytest.raises(RegistryInputError) as info:
             check_expected(bad, "items[3].expected_epoch")

@@ -128,6 +128,10 @@ def test_compare_and_set_checks_changes_and_carries_an_operation_id() -> None:
     with pytest.raises(RegistryInputError) as info:
         ops.compare_and_set(registry, "k", 0, {"owner": "n1"}, None)
     assert info.value.field == "owner"
+    for bad_node in ("", 7):
+        with pytest.raises(RegistryInputError) as info:
+            ops.compare_and_set(registry, "k", 0, {}, None, bad_node)  # type: ignore[arg-type]
+        assert info.value.field == "holder_node"
 
 
 def test_update_meta_returns_one_record_or_a_list_by_mode() -> None:

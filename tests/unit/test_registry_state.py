@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from herd.registry.change import Change
 from herd.registry.meta import MAX_META_BYTES
 from herd.registry.records import (
+    AbsentOr,
     Entry,
     MetaMatch,
     Registered,
@@ -129,6 +130,27 @@ def test_compare_and_set_on_meta_values_ignores_other_changes() -> None:
                                                      "op3", 3.0), Rejection)
     absent = state.plan_compare_and_set("nope", claim, {}, None, None, "op4", 3.0)
     assert isinstance(absent, Rejection) and absent.actual is None
+
+
+def test_compare_and_set_absent_or_epoch_takes_over_a_dead_holders_name_either_way() -> None:
+    """A supervisor naming a crashed child's replacement: one write whether the registry has
+    dropped the dead holder's record already or not; a third holder's record is never taken."""
+    state, store = RegistryState("unique"), FakeStore()
+    dead = apply(state, store, reg(state, "c", "a", meta={"pid": 1}))
+    replaced = apply(state, store, state.plan_compare_and_set(
+        "c", AbsentOr(dead.epoch), {"handle": "h-b", "meta": {"pid": 2}}, "b", "n2", "op1", 2.0))
+    assert (replaced.holder_id, replaced.meta, replaced.node_id) == ("b", {"pid": 2}, "n2")
+    assert replaced.epoch > dead.epoch and state.keys_of("a") == []
+    apply(state, store, state.plan_holder_gone("b", "holder died"))  # the registry was first
+    assert state.registrations("c") == []
+    again = apply(state, store, state.plan_compare_and_set(
+        "c", AbsentOr(replaced.epoch), {"handle": "h-c", "meta": {"pid": 3}}, "c", "n3",
+        "op2", 3.0))
+    assert again.holder_id == "c" and again.on_holder_death == "remove"
+    other = state.plan_compare_and_set("c", AbsentOr(replaced.epoch), {"handle": "h-d"}, "d",
+                                       "n4", "op3", 4.0)
+    assert isinstance(other, Rejection) and other.kind == "epoch_conflict"
+    assert (other.expected, other.actual) == (AbsentOr(replaced.epoch), again.epoch)
 
 
 def test_partial_meta_changes_merge_and_add() -> None:
