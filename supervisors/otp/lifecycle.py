@@ -5,7 +5,9 @@ futures fed by the child's monitor call (``herd.platform.monitor``):
 
 * ``reported``: the exit reason as soon as the child gives one (``exit()``, or its stop method
   after the ``terminate`` hook), or ``"killed"`` when Ray fails the call because the process died;
-* ``exited``: the same reason once the process is gone. A child that gave a reason is still
+* ``exited``: the same reason once the process is gone (a child whose ready answer has a
+  ``liveness`` address, a warm shell's, is known gone as soon as that connection closes:
+  ``herd.platform.liveness``, sooner than Ray's death notice). A child that gave a reason is still
   running: it is asked to exit gracefully (Ray's ``__ray_terminate__``, which lets the call that
   asked to exit and every watcher's monitor call answer first) and killed if it has not gone
   within ``EXIT_GRACE_S``. Like an Erlang process after its ``'EXIT'``, an incarnation is only
@@ -38,6 +40,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError
 
+from herd.platform import liveness
 from herd.platform.control_plane import prefer_node_options
 from herd.platform.errors import HerdError
 from herd.platform.gcs import actor_status
@@ -91,6 +94,8 @@ class Incarnation:
     """Its registry name was registered while it started (``Naming``)."""
     name: Registration | None = None
     """Its registry record, once registered (None without a registry)."""
+    liveness: list[Any] | None = None
+    """The address whose connection closes when its process dies (``herd.platform.liveness``)."""
 
     @property
     def public(self) -> Any:
@@ -182,7 +187,8 @@ async def _start_in_shell(standby: Standby, spec: ChildSpec, actor_cls: Any,
         if isinstance(exc, Exception):
             fail_start(spec.id, exc)
         raise
-    registering = (spawn(naming.register(shell, {**standby.info, **warm_route_meta()}))
+    meta = {k: v for k, v in standby.info.items() if k != "liveness"}
+    registering = (spawn(naming.register(shell, {**meta, **warm_route_meta()}))
                    if naming is not None else None)
     try:
         incarnation = await adopt(shell, spec.id, became, spec.start_timeout,
@@ -247,7 +253,8 @@ async def adopt(handle: ActorHandle, child_id: str, ready_ref: Any, timeout_s: f
                                   f"{timed_out(timeout_s, state, options)}") from None
         fail_start(child_id, exc)
     loop = asyncio.get_running_loop()
-    incarnation = Incarnation(handle=handle, info=dict(info or {}),
+    info = dict(info or {})
+    incarnation = Incarnation(handle=handle, info=info, liveness=info.pop("liveness", None),
                               reported=loop.create_future(), exited=loop.create_future())
     spawn(watch(incarnation, monitor_ref))
     return incarnation
@@ -270,24 +277,39 @@ async def _actor_state(handle: ActorHandle) -> str | None:
 
 
 async def watch(incarnation: Incarnation, monitor_ref: Any) -> None:
-    """Resolve ``reported`` with the child's exit reason, end its process, resolve ``exited``."""
-    while True:
-        try:
-            reason = await _await(monitor_ref)
-            break
-        except ActorUnavailableError:  # not known dead yet (e.g. its node is unreachable)
-            await asyncio.sleep(UNAVAILABLE_RETRY_S)
-            monitor_ref = getattr(incarnation.handle, MONITOR_METHOD).remote()
-        except ActorDiedError:
+    """Resolve ``reported`` with the child's exit reason, end its process, resolve ``exited``:
+    the monitor call's answer, or ``"killed"`` as soon as the child's liveness connection
+    closes (its process is gone; Ray's notice, later, is then only collected)."""
+    monitored = spawn(_monitor_reason(incarnation, monitor_ref))
+    reason: str | None = None
+    if incarnation.liveness is not None:
+        closing = spawn(liveness.closed(incarnation.liveness))
+        await asyncio.wait({monitored, closing}, return_when=asyncio.FIRST_COMPLETED)
+        if monitored.done():
+            closing.cancel()
+        elif closing.exception() is None:  # the kernel closed its sockets: it has died
             reason = KILLED
-            break
-        except RayActorError as exc:
-            reason = f"error: {one_line(str(exc))}"
-            break
+            ray.kill(incarnation.handle, no_restart=True)  # a process about to end, to be sure
+    if reason is None:
+        reason = await monitored
     _resolve(incarnation.reported, reason)
     if reason != KILLED:
         await _end_process(incarnation.handle)
     _resolve(incarnation.exited, reason)
+
+
+async def _monitor_reason(incarnation: Incarnation, monitor_ref: Any) -> str:
+    """The monitor call's answer: the exit reason the child gave, or why Ray failed it."""
+    while True:
+        try:
+            return str(await _await(monitor_ref))
+        except ActorUnavailableError:  # not known dead yet (e.g. its node is unreachable)
+            await asyncio.sleep(UNAVAILABLE_RETRY_S)
+            monitor_ref = getattr(incarnation.handle, MONITOR_METHOD).remote()
+        except ActorDiedError:
+            return KILLED
+        except RayActorError as exc:
+            return f"error: {one_line(str(exc))}"
 
 
 async def shutdown(incarnation: Incarnation, spec: ChildSpec, reason: str = SHUTDOWN) -> str:

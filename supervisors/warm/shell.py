@@ -18,7 +18,9 @@ harnessed child:
   ``max_concurrency`` threads. A call that arrives while the constructor runs (the child's
   name is registered meanwhile) waits for it, and fails as the start failed if it raised.
 * ``MONITOR_METHOD`` / ``READY_METHOD`` (concurrency group ``MONITOR_GROUP``, beside user
-  calls) and ``STOP_METHOD`` as in ``herd.supervisors.otp.harness``; ``exit(reason)`` works in
+  calls) and ``STOP_METHOD`` as in ``herd.supervisors.otp.harness``; its ready and become
+  answers carry a ``liveness`` address (``herd.platform.liveness``), so its supervisor sees
+  the process die before Ray says so; ``exit(reason)`` works in
   the constructor and in every method.
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import ray
 
+from herd.platform import liveness
 from herd.platform.logging import get_logger
 from herd.platform.monitor import MONITOR_GROUP, MONITOR_METHOD
 from herd.registry.sync import stop_cache_sync
@@ -64,6 +67,7 @@ class WarmShell:
     def __init__(self, preload: Sequence[ShippedClass] = ()) -> None:
         self._signal = ExitSignal(on_set=stop_cache_sync)
         install_signal(self._signal)
+        self._liveness = list(liveness.serve())
         for shipped in preload:
             try:
                 shipped.load()
@@ -111,7 +115,7 @@ class WarmShell:
         self._child = child
         methods = [name for name, _ in inspect.getmembers(cls, callable)
                    if not name.startswith("_")]
-        return {**ready_info(), "methods": methods}
+        return {**ready_info(), "liveness": self._liveness, "methods": methods}
 
     async def call(self, key: Any, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Any:
@@ -145,7 +149,7 @@ class WarmShell:
         return await self._signal.wait_async()
 
     async def ready(self) -> dict[str, Any]:
-        return ready_info()
+        return {**ready_info(), "liveness": self._liveness}
 
 
 for _name, _method, _group in ((BECOME_METHOD, WarmShell.become, None),
