@@ -2,10 +2,12 @@
 
 Every instance needs its epoch (its fencing token) when it rehydrates; after a failover
 thousands rehydrate at once on one host, and one registry round trip each
-(``fencing.acheck``) would queue them all behind the registry actor. Instead, the first
-instance of a burst asks once for every record of the app owned by this node
-(``select(prefix, {"owner": node})``) and the others of the burst use that answer. A record
-that does not (yet) name this host as its holder falls back to ``acheck``, which waits for it.
+(``fencing.acheck``) would queue them all behind the registry actor. Instead the keys asked for
+while no read is in flight go out together: one ``entries(keys)`` read for the whole burst,
+and the keys asked for meanwhile form the next one. Only the records asked for travel (a
+read of every record this node owns cost the registry a pickled list of thousands of records,
+actor handles included, for every burst). A record that does not (yet) name this host as its
+holder falls back to ``acheck``, which waits for it.
 
 An epoch read a few milliseconds ago is as safe as a fresh one: the instance claims its stream
 with it in the store, and a newer holder's claim (a higher epoch) refuses it either way.
@@ -14,7 +16,7 @@ with it in the store, and a newer holder's claim (a higher epoch) refuses it eit
 from __future__ import annotations
 
 import asyncio
-import time
+import itertools
 
 import ray
 
@@ -24,45 +26,51 @@ from herd.supervisors.fencing import acheck
 
 __all__ = ["EpochLookup", "epoch_of"]
 
-#: How long one burst's answer is used for later instances.
-MAX_AGE_S = 0.25
+#: The most keys one burst reads.
+MAX_BURST = 5000
+READ_TIMEOUT_S = 10.0
 
 _LOOKUPS: dict[str, EpochLookup] = {}
 
 
 class EpochLookup:
-    """The epochs of app ``app``'s records owned by this node (one per app per process)."""
+    """Batched reads of the registry records of one app's instances in this process."""
 
-    def __init__(self, app: str, registry: str = "default") -> None:
-        self.prefix = f"{app}/"
+    def __init__(self, registry: str = "default") -> None:
         self.registry = registry
-        self._known: dict[str, Registration] = {}
-        self._fetched_at = 0.0
-        self._fetching: asyncio.Task[None] | None = None
+        self._waiting: dict[str, list[asyncio.Future[Registration | None]]] = {}
+        self._reading: asyncio.Task[None] | None = None
 
     async def epoch(self, key: str) -> int:
         me = ray.get_runtime_context().get_actor_id()
-        reg = self._known.get(key)
-        if reg is None or time.monotonic() - self._fetched_at > MAX_AGE_S:
-            if self._fetching is None or self._fetching.done():
-                self._fetching = asyncio.get_running_loop().create_task(self._fetch())
-            await asyncio.shield(self._fetching)
-            reg = self._known.get(key)
+        future: asyncio.Future[Registration | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.get_running_loop().create_task(self._read())
+        reg = await future
         if reg is not None and reg.holder_id == me:
             return reg.epoch
         return await acheck(key, self.registry)
 
-    async def _fetch(self) -> None:
-        node = ray.get_runtime_context().get_node_id()
+    async def _read(self) -> None:
+        """Read the waiting keys, a burst at a time, until none is waiting."""
         registry = await AsyncRegistry.get(self.registry)
-        found = await registry.select(self.prefix, {"owner": node}, timeout=10.0)
-        self._known = {r.key: r for r in found}
-        self._fetched_at = time.monotonic()
+        while self._waiting:
+            keys = list(itertools.islice(self._waiting, MAX_BURST))
+            burst = {key: self._waiting.pop(key) for key in keys}
+            try:
+                found = await registry.entries(keys, timeout=READ_TIMEOUT_S)
+            except Exception:  # each instance then asks on its own (acheck raises the cause)
+                found = [[] for _ in keys]
+            for key, regs in zip(keys, found, strict=True):
+                for future in burst[key]:
+                    if not future.done():
+                        future.set_result(regs[0] if regs else None)
 
 
 async def epoch_of(app: str, key: str) -> int:
     """The epoch of ``key`` if this actor holds it (``Superseded`` otherwise)."""
     lookup = _LOOKUPS.get(app)
     if lookup is None:
-        lookup = _LOOKUPS[app] = EpochLookup(app)
+        lookup = _LOOKUPS[app] = EpochLookup()
     return await lookup.epoch(key)

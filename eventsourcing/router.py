@@ -109,7 +109,11 @@ class Router:
                 raise HerdTimeoutError(f"command to {command.aggregate_id}: no answer in "
                                        f"time") from None
             except RETRYABLE as exc:
-                attempt = self._retry_wait(command, exc, attempt, deadline)
+                if _stale_record(exc):
+                    name = self._name(command)
+                    self._forget(name, await self.registry.aio.entry(
+                        name, timeout=time_left(deadline)))
+                attempt = self._next_attempt(command, exc, attempt, deadline)
                 await asyncio.sleep(backoff_s(attempt, RETRY_BASE_S, 0.5))
 
     def query(self, aggregate: type[Aggregate] | str, aggregate_id: str,
@@ -138,29 +142,37 @@ class Router:
     # ------------------------------------------------------------------------ routing
     def _submit(self, target: Command | _Probe, method: str, deadline: float) -> Any:
         name = self._name(target)
-        return self._call(name, target, method, deadline,
-                          self.registry.entry(name, timeout=time_left(deadline)))
+        ref = self._call(target, method,
+                         self.registry.entry(name, timeout=time_left(deadline)))
+        if ref is None:
+            self._start_instance(*_target(self, target), deadline)
+            raise ChildNotFound(f"{name} is starting")
+        return ref
 
     async def _asubmit(self, target: Command | _Probe, method: str, deadline: float) -> Any:
-        """``_submit`` without blocking the event loop on a registry lookup."""
+        """``_submit`` without blocking the event loop: neither on a registry lookup nor on
+        the start of an instance (thousands of commands in flight while their aggregates
+        move must not wait for each other)."""
         name = self._name(target)
         if self.registry.cached(name):  # a dict read: no coroutine needed
             record = self.registry.entry(name)
         else:
             record = await self.registry.aio.entry(name, timeout=time_left(deadline))
-        return self._call(name, target, method, deadline, record)
+        ref = self._call(target, method, record)
+        if ref is None:
+            await rpc.blocking(self._start_instance, *_target(self, target), deadline)
+            raise ChildNotFound(f"{name} is starting")
+        return ref
 
     def _name(self, target: Command | _Probe) -> str:
         type_name, aggregate_id = _target(self, target)
         return f"{self.name}/{child_id(type_name, aggregate_id)}"
 
-    def _call(self, name: str, target: Command | _Probe, method: str, deadline: float,
-              record: Any) -> Any:
-        """Send ``method`` to the instance ``record`` names; start it if there is none."""
+    def _call(self, target: Command | _Probe, method: str, record: Any) -> Any:
+        """Send ``method`` to the instance ``record`` names; None if there is none (the caller
+        starts it)."""
         if record is None or getattr(record, "handle", None) is None:
-            type_name, aggregate_id = _target(self, target)
-            self._start_instance(type_name, aggregate_id, deadline)
-            raise ChildNotFound(f"{name} is starting")
+            return None
         args = (target,) if isinstance(target, Command) else ()
         return getattr(record.handle, ROUTE_METHOD).remote(record.meta.get("route_key"), method,
                                                            args, {})
@@ -178,18 +190,30 @@ class Router:
     def _retry_wait(self, target: Command | _Probe, exc: BaseException, attempt: int,
                     deadline: float) -> int:
         """Forget a stale record; raise once the deadline has passed."""
-        if isinstance(exc, (ActorDiedError, ActorUnavailableError, ChildNotFound)):
-            # a holder seen dead, or a host that no longer runs the child (passivated,
-            # moved): the cached record is stale, the next lookup asks the registry
+        if _stale_record(exc):
             name = self._name(target)
-            record = self.registry.entry(name, timeout=time_left(deadline))
-            if record is not None and getattr(record, "handle", None) is not None:
-                named(self.registry.name).invalidate(name, record.handle)
+            self._forget(name, self.registry.entry(name, timeout=time_left(deadline)))
+        return self._next_attempt(target, exc, attempt, deadline)
+
+    def _forget(self, name: str, record: Any) -> None:
+        """Drop ``record`` from the lookup cache: the next lookup asks the registry."""
+        if record is not None and getattr(record, "handle", None) is not None:
+            named(self.registry.name).invalidate(name, record.handle)
+
+    def _next_attempt(self, target: Command | _Probe, exc: BaseException, attempt: int,
+                      deadline: float) -> int:
+        """The next attempt's number; ``HerdTimeoutError`` once the deadline has passed."""
         if time.monotonic() >= deadline:
             raise HerdTimeoutError(f"{type(target).__name__} for {_target(self, target)[1]!r} "
                                    f"not answered in time (last: {type(exc).__name__}: "
                                    f"{exc})") from None
         return attempt + 1
+
+def _stale_record(exc: BaseException) -> bool:
+    """A holder seen dead, or a host that no longer runs the child (passivated, moved): the
+    cached record is stale."""
+    return isinstance(exc, (ActorDiedError, ActorUnavailableError, ChildNotFound))
+
 
 class _Probe:
     """A query's target (a query has no command)."""

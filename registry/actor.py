@@ -164,6 +164,11 @@ class RegistryActor:
         self._metrics.op("select")
         return self._state.select(prefix, meta)
 
+    async def entries(self, keys: list[str]) -> list[list[Registration]]:
+        """The records of each key, in order (one read for many keys)."""
+        self._metrics.op("lookup", len(keys))
+        return [self._state.registrations(key) for key in keys]
+
     async def keys_of(self, holder_id: str) -> list[str]:
         return self._state.keys_of(holder_id)
 

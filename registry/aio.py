@@ -141,6 +141,10 @@ class AsyncRegistry:
                      timeout: float | None = None) -> list[Registration]:
         return await self._run(ops.select(self, prefix, meta, timeout))
 
+    async def entries(self, keys: Iterable[str], *, timeout: float | None = None
+                      ) -> list[list[Registration]]:
+        return await self._run(batches.entries(self, keys, timeout))
+
     async def keys_of(self, handle: ActorHandle, *, timeout: float | None = None) -> list[str]:
         return await self._run(ops.keys_of(self, handle, timeout))
 

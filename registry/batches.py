@@ -35,6 +35,7 @@ from herd.registry.records import (
     ClaimItem,
     OnHolderDeath,
     RegisterItem,
+    Registration,
     Rejection,
     RemoveItem,
     Written,
@@ -188,3 +189,23 @@ def _by_shard(registry: Layout, method: str, items: list[Any],
         return results
 
     return Operation(calls, deadline, combine)
+
+
+def entries(registry: Layout, keys: Any, timeout: float | None) -> Operation:
+    """The records of each of ``keys`` (a list per key, in order), one call per shard."""
+    listed = [models.check_key(key) for key in _items(keys, "keys")]
+    by_shard: dict[int, list[int]] = {}
+    for index, key in enumerate(listed):
+        by_shard.setdefault(shard_of(key, registry.shards), []).append(index)
+    shards = sorted(by_shard)
+    calls = tuple(ShardCall(shard, "entries", ([listed[i] for i in by_shard[shard]],))
+                  for shard in shards)
+
+    def combine(answers: list[Any]) -> list[list[Registration]]:
+        found: list[list[Registration]] = [[] for _ in listed]
+        for shard, answer in zip(shards, answers, strict=True):
+            for index, regs in zip(by_shard[shard], answer, strict=True):
+                found[index] = regs
+        return found
+
+    return Operation(calls, deadline_of(timeout), combine)

@@ -190,6 +190,12 @@ class Registry:
         ``meta``, sorted by key."""
         return self._run(ops.select(self, prefix, meta, timeout))
 
+    def entries(self, keys: Iterable[str], *, timeout: float | None = None
+                ) -> list[list[Registration]]:
+        """The records of each key (a list per key, empty when absent), in order: one call
+        per shard for many keys, read fresh (the lookup cache is neither used nor filled)."""
+        return self._run(batches.entries(self, keys, timeout))
+
     def keys_of(self, handle: ActorHandle, *, timeout: float | None = None) -> list[str]:
         """The keys ``handle`` holds, sorted."""
         return self._run(ops.keys_of(self, handle, timeout))

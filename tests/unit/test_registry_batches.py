@@ -271,3 +271,18 @@ def test_items_sharing_one_changes_dict_share_one_checked_copy() -> None:
     assert len(items) == 51 and len(shared) == 1
     assert next(i for i in items if i.key == "k7").changes == patch
     assert next(i for i in items if i.key == "other").changes == {"meta": {"x": 1}}
+
+
+def test_entries_reads_many_keys_one_call_per_shard_and_answers_in_order() -> None:
+    keys = [f"k{i}" for i in range(30)]
+    operation = batches.entries(Layout(), keys, None)
+    asked = [key for call in operation.calls for key in call.args[0]]
+    assert sorted(asked) == sorted(keys) and len(operation.calls) <= Layout.shards
+    assert {call.method for call in operation.calls} == {"entries"}
+    answers = [[[f"record of {key}"] if key != "k3" else [] for key in call.args[0]]
+               for call in operation.calls]
+    found = operation.combine(answers)
+    assert found[3] == [] and [regs[0] for i, regs in enumerate(found) if i != 3] == [
+        f"record of {key}" for key in keys if key != "k3"]
+    with pytest.raises(RegistryInputError):
+        batches.entries(Layout(), "k1", None)
