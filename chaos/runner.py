@@ -80,7 +80,7 @@ def run(config: ChaosConfig, cluster: LocalCluster, ledger_path: Path,
     else:
         say("settling: waiting for every child to answer")
         tags = client.live_tags()
-        _settle(config, tags, ledger_path)
+        _settle(config, tags, client.doubtful, ledger_path)
         history.record("observer", "final", final_state(
             config.supervisor, tags, ledger.read(ledger_path), config.recovery_bound_s))
         _stop_supervisor(client.sup, history)
@@ -146,14 +146,19 @@ def progress_line(history: History, start: float, duration_s: float, doing: str 
             f"{doing or last}")
 
 
-def _settle(config: ChaosConfig, tags: list[str], ledger_path: Path) -> None:
-    """Before the final look: every child answers and no incarnation has a twin still
-    running (bounded by the recovery bound; what is still wrong then is the checker's)."""
+def _settle(config: ChaosConfig, tags: list[str], doubtful: set[str],
+            ledger_path: Path) -> None:
+    """Before the final look: every child answers, no incarnation has a twin still running,
+    and the processes of children terminated (Ray reports an actor dead as soon as it is
+    killed: its process may take a moment more to exit) are gone; bounded by the recovery
+    bound (what is still wrong then is the checker's)."""
     deadline = time.monotonic() + config.recovery_bound_s
     wait_answering(config.supervisor, tags, deadline)
+    running = set(tags) | doubtful
     while time.monotonic() < deadline:
         log_now = ledger.read(ledger_path)
-        if all(len(alive_pids(log_now, tag)) <= 1 for tag in log_now.tags):
+        if all(len(alive_pids(log_now, tag)) <= (1 if tag in running else 0)
+               for tag in log_now.tags):
             return
         time.sleep(0.2)
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnschedulableError, RayActorError, RayTaskError
 
 from herd.platform import rpc
 from herd.platform.errors import ConfigError, HerdError, HerdTimeoutError
@@ -106,8 +106,8 @@ class ChildStarter:
                 raise StartChildError(f"child {child.id!r} failed to start: "
                                       f"{describe(exc)[0]}") from None
             raise exc.cause from exc.cause.__cause__  # the member removed the record
-        except RayActorError:  # its member is gone: stopped, or its node died meanwhile
-            return self._member_gone(record, deadline)
+        except (RayActorError, ActorUnschedulableError):  # its member is gone: stopped, or
+            return self._member_gone(record, deadline)  # its node died (it waits there)
         except HerdTimeoutError:
             return self._timed_out(record, wait_s)
 
@@ -167,7 +167,7 @@ class ChildStarter:
             error = StartChildError(f"children failed to start: {describe(exc)[0]}")
             return [error if self.abandon(r) else records.info_from(self._reg(r))
                     for r in owned]
-        except RayActorError:
+        except (RayActorError, ActorUnschedulableError):
             return [self._member_gone(r, deadline, raising=False) for r in owned]
         except HerdTimeoutError:
             return [self._timed_out(r, time_left(deadline), raising=False) for r in owned]

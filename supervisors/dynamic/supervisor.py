@@ -198,7 +198,7 @@ class DynamicSupervisor:
                            timeout=timeout, what=f"restart_child {child_id!r}")
         except RayTaskError as exc:
             raise _cause(exc) from None
-        except RayActorError:
+        except (RayActorError, ActorUnschedulableError):
             raise SupervisorError(f"the owner of {child_id!r} is not running; it will be "
                                   f"failed over") from None
         if info is None:
