@@ -121,19 +121,31 @@ class RaftMember:
     async def handle_ready(self, ready: Ready) -> None:
         messages = ready.messages
         state = ready.hard_state
+        early: list[Message] = []
         if state is None or (state.term, state.vote) == self.durable_vote:
             # a leader replicates while it persists (Raft thesis 10.2.1): it counts itself only
             # once its own write is durable, as follower answers are stepped after this sync
             early = [m for m in messages if m.type in LEADER_MESSAGES]
             messages = [m for m in messages if m.type not in LEADER_MESSAGES]
-            self.send(early)
-        if self.wal.record_ready(self.key, ready):
-            await asyncio.get_running_loop().run_in_executor(self.io, self.wal.sync)
+        syncing = None
+        if self.wal.record_ready(self.key, ready) and ready.must_sync:
+            syncing = asyncio.get_running_loop().run_in_executor(self.io, self.wal.sync)
+        self.send(early)  # while the fsync runs
+        if ready.snapshot is None:
+            # Committed entries are durable on a majority already: apply them, and answer
+            # their clients, while this round's own writes are synced.
+            self.finish(ready)
+        if syncing is not None:
+            await syncing
         if state is not None:
             self.durable_vote = (state.term, state.vote)
         self.send(messages)
         if ready.snapshot is not None:
             self.host.restore(ready.snapshot.data)
+            self.finish(ready)
+
+    def finish(self, ready: Ready) -> None:
+        """Apply ``ready``'s committed entries and serve its reads."""
         for entry in ready.committed:
             self.apply(entry)
         for read in ready.reads:
@@ -225,7 +237,17 @@ class RaftMember:
                        timeout: float) -> list[tuple[str, Any]]:
         """Many clients' commands in one call (a client process coalesces what its clients
         have in flight); answers in order, each as ``command`` would."""
-        return list(await asyncio.gather(*(self.command(e, timeout) for e in envelopes)))
+        if self.node.role != "leader" or self.node.lead_transferee is not None:
+            return [("redirect", self.node.lead)] * len(envelopes)
+        now, loop = time.time(), asyncio.get_running_loop()
+        futures: list[asyncio.Future[tuple[str, Any]]] = []
+        for envelope in envelopes:
+            future = loop.create_future()
+            self.proposals.append((dataclasses.replace(envelope, time=now), future))
+            futures.append(future)
+        self.wake.set()
+        await asyncio.wait(futures, timeout=timeout)  # one waiter for all of them
+        return [f.result() if f.done() else ("unknown", None) for f in futures]
 
     async def query(self, query: Any, consistency: str, timeout: float) -> tuple[str, Any]:
         if consistency == "stale":

@@ -124,7 +124,10 @@ class Ready:
     """Work for the host, in this order: persist ``hard_state``, ``snapshot`` and ``entries``
     (an entry replaces any stored entry of its index and every later one), then send
     ``messages``, restore ``snapshot`` into the machine, apply ``committed``, serve ``reads``;
-    then call ``advance``."""
+    then call ``advance``. ``must_sync``: what is persisted must be durable (fsynced) before
+    anything else; False when only the commit index moved (etcd's ``MustSync``: a commit index
+    lost in a crash is learned again from the leader), so it may ride along with the next sync.
+    """
 
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
@@ -133,6 +136,7 @@ class Ready:
     committed: list[Entry] = field(default_factory=list)
     reads: list[ReadState] = field(default_factory=list)
     dropped_reads: list[int] = field(default_factory=list)
+    must_sync: bool = False
 
     def empty(self) -> bool:
         return not (self.hard_state or self.snapshot or self.entries or self.messages

@@ -215,8 +215,11 @@ class RaftNode(Replicator):
         log.pending_snapshot = None
         log.stable = log.last_index()
         state = HardState(self.term, self.vote, log.commit)
-        if state != self.persisted_state:
+        previous = self.persisted_state
+        if state != previous:
             ready.hard_state = self.persisted_state = state
+        ready.must_sync = (bool(ready.entries) or ready.snapshot is not None
+                           or (state.term, state.vote) != (previous.term, previous.vote))
         self.outbox, self.read_states, self.dropped_reads = [], [], []
         return ready
 

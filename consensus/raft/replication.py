@@ -103,7 +103,11 @@ class Replicator(RaftCore):
                                          and progress.match >= progress.pending_snapshot):
             progress.become_replicate()
         if self.maybe_commit():
-            self.broadcast_append()
+            # Followers learn the new commit index from the next append or heartbeat (a tick
+            # at most): an empty append to each on every commit would double the messages,
+            # and the rounds, of every command.
+            for peer in self.peers():
+                self.send_append(peer, send_if_empty=False)
         elif was_paused:
             self.send_append(message.src)
         while self.send_append(message.src, send_if_empty=False):

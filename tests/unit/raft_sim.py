@@ -28,7 +28,16 @@ class Storage:
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
 
+    #: A commit-only change the member buffered without an fsync (``must_sync`` False): lost
+    #: in a crash unless a later synced write carried it, as in herd's write-ahead log.
+    unsynced: HardState | None = None
+
     def persist(self, ready: Ready) -> None:
+        if not ready.must_sync:
+            self.unsynced = ready.hard_state or self.unsynced
+            return
+        if self.unsynced is not None:
+            self.hard_state, self.unsynced = self.unsynced, None
         if ready.hard_state is not None:
             self.hard_state = ready.hard_state
         if ready.snapshot is not None:
@@ -81,6 +90,7 @@ class Sim:
 
     def crash(self, node_id: str) -> None:
         del self.nodes[node_id]
+        self.storage[node_id].unsynced = None
         self.queue = [m for m in self.queue if m.dst != node_id and m.src != node_id]
 
     def restart(self, node_id: str) -> None:

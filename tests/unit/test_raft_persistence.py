@@ -144,3 +144,45 @@ def test_churn_random_crashes_cuts_and_restarts() -> None:
     sim.check_log_matching()
     machines = [m for m in sim.machines.values()]
     assert all(m == machines[0] for m in machines)
+
+
+def test_only_a_moved_commit_index_needs_no_fsync() -> None:
+    """etcd's MustSync: new entries, a new term or vote must be durable before anything is
+    sent; a commit index that moved alone may ride along with the next sync (a member that
+    loses it in a crash learns it again from the leader, as the restarts above show)."""
+    sim = Sim(3, seed=25)
+    leader = sim.wait_leader()
+    node = sim.nodes[leader]
+    node.propose([41])
+    proposed = node.ready()
+    assert proposed.entries and proposed.must_sync
+    sim.storage[leader].persist(proposed)
+    sim.queue.extend(proposed.messages)
+    sim.deliver()  # the followers' answers commit the entry
+    assert sim.storage[leader].unsynced is not None  # the commit moved, no fsync asked
+    commit = sim.storage[leader].unsynced.commit
+    assert commit >= proposed.entries[-1].index > sim.storage[leader].hard_state.commit
+    sim.crash(leader)
+    sim.restart(leader)
+    sim.one(42, 3)
+    assert [d for _, d in sim.machines[leader]][-2:] == [41, 42]
+
+
+def test_a_commit_sends_no_empty_appends() -> None:
+    """Followers learn a new commit index from the next append or heartbeat: the leader
+    answers an append response that commits with no message of its own when it has nothing
+    new to send."""
+    sim = Sim(3, seed=26)
+    leader = sim.wait_leader()
+    sim.one(7, 3)
+    node = sim.nodes[leader]
+    node.propose([8])
+    ready = node.ready()
+    follower = next(i for i in sim.ids if i != leader)
+    append = next(m for m in ready.messages if m.dst == follower)
+    sim.nodes[follower].step(append)
+    answer = next(m for m in sim.nodes[follower].ready().messages if m.dst == leader)
+    node.step(answer)
+    after = node.ready()
+    assert after.committed and [e.data for e in after.committed] == [8]
+    assert not [m for m in after.messages if m.type == MessageType.APPEND]
