@@ -28,6 +28,7 @@ from herd.supervisors import ChildAlreadyStarted, ChildSpec, DynamicSupervisor
 from herd.supervisors.errors import ChildNotFound
 from herd.supervisors.fencing import Superseded
 from herd.supervisors.lightweight import ROUTE_METHOD
+from herd.supervisors.lightweight.batching import loop_batcher
 
 __all__ = ["RETRYABLE", "Router"]
 
@@ -103,8 +104,8 @@ class Router:
         attempt = 0
         while True:
             try:
-                ref = await self._asubmit(command, "handle", deadline)
-                return await asyncio.wait_for(ref, time_left(deadline))
+                answer = await self._asubmit(command, "handle", deadline)
+                return await asyncio.wait_for(answer, time_left(deadline))
             except asyncio.TimeoutError:
                 raise HerdTimeoutError(f"command to {command.aggregate_id}: no answer in "
                                        f"time") from None
@@ -149,20 +150,23 @@ class Router:
             raise ChildNotFound(f"{name} is starting")
         return ref
 
-    async def _asubmit(self, target: Command | _Probe, method: str, deadline: float) -> Any:
+    async def _asubmit(self, target: Command | _Probe, method: str,
+                       deadline: float) -> asyncio.Future[Any]:
         """``_submit`` without blocking the event loop: neither on a registry lookup nor on
         the start of an instance (thousands of commands in flight while their aggregates
-        move must not wait for each other)."""
+        move must not wait for each other); the call goes out coalesced with the others in
+        flight to the same host (``HostBatcher``)."""
         name = self._name(target)
         if self.registry.cached(name):  # a dict read: no coroutine needed
             record = self.registry.entry(name)
         else:
             record = await self.registry.aio.entry(name, timeout=time_left(deadline))
-        ref = self._call(target, method, record)
-        if ref is None:
-            await rpc.blocking(self._start_instance, *_target(self, target), deadline)
-            raise ChildNotFound(f"{name} is starting")
-        return ref
+        if record is not None and getattr(record, "handle", None) is not None:
+            args = (target,) if isinstance(target, Command) else ()
+            return loop_batcher().call(record.handle, record.meta.get("route_key"), method,
+                                        args, {}, time_left(deadline))
+        await rpc.blocking(self._start_instance, *_target(self, target), deadline)
+        raise ChildNotFound(f"{name} is starting")
 
     def _name(self, target: Command | _Probe) -> str:
         type_name, aggregate_id = _target(self, target)

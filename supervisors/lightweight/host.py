@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 import ray
+from ray import cloudpickle
 from ray.actor import ActorClass
 
 from herd.platform import kv
@@ -51,6 +52,16 @@ WATCHDOG_PREFIX = "supervisors/lightweight-watchdog/"
 YIELD_EVERY = 200
 #: Exit status of a host that ended itself because its loop was blocked.
 BLOCKED_EXIT_STATUS = 70
+
+
+def portable(error: BaseException) -> BaseException:
+    """``error``, if it survives pickling (herd's errors do); else a ``RuntimeError`` that
+    names it, so that one odd exception cannot fail a whole batch of answers."""
+    try:
+        cloudpickle.loads(cloudpickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def watchdog_key(actor_id: str) -> str:
@@ -129,6 +140,16 @@ class LightweightHostServer:
         answers = await asyncio.gather(*(self.runtime.call(k, method, args, kwargs)
                                          for k in keys), return_exceptions=True)
         return [(False, repr(a)) if isinstance(a, BaseException) else (True, a)
+                for a in answers]
+
+    async def call_many(self, calls: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]]
+                        ) -> list[tuple[bool, Any]]:
+        """Many ``call_child`` calls in one (``HostBatcher``), each to its own child and
+        method; per call, in order, ``(True, result)`` or ``(False, exception)``."""
+        answers = await asyncio.gather(*(self.runtime.call(key, method, args, kwargs)
+                                         for key, method, args, kwargs in calls),
+                                       return_exceptions=True)
+        return [(False, portable(a)) if isinstance(a, BaseException) else (True, a)
                 for a in answers]
 
     async def stop_child(self, key: str, inc: int, reason: str, timeout_s: float) -> str | None:

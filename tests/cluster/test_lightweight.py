@@ -30,7 +30,8 @@ from herd.platform.control_plane import get_named
 from herd.platform.waiting import wait_until
 from herd.registry import via
 from herd.supervisors import ChildSpec, Supervisor, exit
-from herd.supervisors.errors import StartChildError
+from herd.supervisors.errors import ChildNotFound, StartChildError
+from herd.supervisors.lightweight.batching import HostBatcher, loop_batcher
 
 Probe = otp_probe.Probe
 WAIT_S = 30.0
@@ -361,3 +362,32 @@ def test_shutdown_timeout_cancels_a_busy_child(probe: Any, sups: list[Supervisor
     with pytest.raises(ray.exceptions.RayError):
         rpc.get(nap, timeout=WAIT_S)
     assert rpc.get(handle_of(sup, "calm").incr.remote(), timeout=WAIT_S) == 1
+
+
+def test_calls_coalesced_per_host_keep_each_answer_and_error(probe: Any,
+                                                             sups: list[Supervisor]) -> None:
+    """``HostBatcher``: concurrent calls to the children of one host go out many per Ray call;
+    each caller gets its own answer in its child's order, a method's own exception, and
+    ``ChildNotFound`` for a key the host does not run."""
+    sup = start(sups, "lw_batch", [worker(probe, f"b{i}", "lightweight", crash_on_error=False)
+                                   for i in range(3)])
+    handles = {c.id: c.handle for c in sup.which_children()}
+    host = handles["b0"].host
+
+    async def drive() -> tuple[dict[str, list[Any]], list[BaseException], HostBatcher]:
+        batcher = loop_batcher()
+        calls = {tag: [batcher.call(host, h.key, "incr", (), {}, WAIT_S) for _ in range(40)]
+                 for tag, h in handles.items()}
+        answers = {tag: list(await asyncio.gather(*futures)) for tag, futures in calls.items()}
+        errors = await asyncio.gather(
+            batcher.call(host, handles["b1"].key, "crash", (), {}, WAIT_S),
+            batcher.call(host, "lw_batch/nobody", "incr", (), {}, WAIT_S),
+            return_exceptions=True)
+        return answers, list(errors), batcher
+
+    answers, errors, batcher = asyncio.run(drive())
+    assert all(sorted(got) == list(range(1, 41)) for got in answers.values()), answers
+    assert isinstance(errors[0], RuntimeError) and "crash" in str(errors[0])
+    assert isinstance(errors[1], ChildNotFound)
+    assert batcher.calls == 122 and batcher.batches < 20, (batcher.calls, batcher.batches)
+    assert rpc.get(handles["b1"].incr.remote(), timeout=WAIT_S) == 41  # it kept its state
