@@ -160,9 +160,13 @@ class RegistryActor:
         self._metrics.op("lookup")
         return self._state.counter, self._state.registrations(key)
 
-    async def select(self, prefix: str, meta: dict[str, Any]) -> list[Registration]:
+    async def select(self, prefix: str, meta: dict[str, Any],
+                     handles: bool = True) -> list[Registration]:
         self._metrics.op("select")
-        return self._state.select(prefix, meta)
+        found = self._state.select(prefix, meta)
+        # Without handles: a reader of thousands of records that only needs their meta pays
+        # for no actor handle (each costs the registry and the reader tens of microseconds).
+        return found if handles else [dataclasses.replace(r, handle=None) for r in found]
 
     async def entries(self, keys: list[str]) -> list[list[Registration]]:
         """The records of each key, in order (one read for many keys)."""

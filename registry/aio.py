@@ -138,8 +138,8 @@ class AsyncRegistry:
         return ops.cached(self._conn.cache, key) is not ops.MISS
 
     async def select(self, prefix: str | None = None, meta: dict[str, Any] | None = None, *,
-                     timeout: float | None = None) -> list[Registration]:
-        return await self._run(ops.select(self, prefix, meta, timeout))
+                     timeout: float | None = None, handles: bool = True) -> list[Registration]:
+        return await self._run(ops.select(self, prefix, meta, timeout, handles))
 
     async def entries(self, keys: Iterable[str], *, timeout: float | None = None
                       ) -> list[list[Registration]]:

@@ -185,10 +185,11 @@ class Registry:
         return ops.cached(self._conn.cache, key) is not ops.MISS
 
     def select(self, prefix: str | None = None, meta: dict[str, Any] | None = None, *,
-               timeout: float | None = None) -> list[Registration]:
+               timeout: float | None = None, handles: bool = True) -> list[Registration]:
         """Records whose key starts with ``prefix`` and whose meta contains every item of
-        ``meta``, sorted by key."""
-        return self._run(ops.select(self, prefix, meta, timeout))
+        ``meta``, sorted by key; with ``handles=False`` every ``handle`` is None (cheaper for
+        thousands of records read for their meta)."""
+        return self._run(ops.select(self, prefix, meta, timeout, handles))
 
     def entries(self, keys: Iterable[str], *, timeout: float | None = None
                 ) -> list[list[Registration]]:

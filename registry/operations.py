@@ -222,10 +222,11 @@ def fetch(registry: Layout, key: Any, timeout: float | None,
     return Operation((ShardCall(shard, "entry", (key,)),), deadline_of(timeout), answer)
 
 
-def select(registry: Layout, prefix: Any, meta: Any, timeout: float | None) -> Operation:
+def select(registry: Layout, prefix: Any, meta: Any, timeout: float | None,
+           handles: bool = True) -> Operation:
     prefix = models.check_prefix(prefix)
     wanted = models.check_meta(meta, field="meta filter")
-    return _each_shard(registry, "select", (prefix, wanted), deadline_of(timeout),
+    return _each_shard(registry, "select", (prefix, wanted, bool(handles)), deadline_of(timeout),
                        lambda found: sorted((r for regs in found for r in regs),
                                             key=lambda r: (r.key, r.entry_id)))
 

@@ -84,6 +84,8 @@ class RegistrationLike(Protocol):
     @property
     def entry_id(self) -> int: ...
     @property
+    def holder_id(self) -> str | None: ...
+    @property
     def handle(self) -> Any: ...
 
 
@@ -154,7 +156,8 @@ class ChildRecord:
     @classmethod
     def from_registration(cls, reg: RegistrationLike) -> ChildRecord:
         return cls.from_meta(reg.meta, epoch=reg.epoch, entry_id=reg.entry_id,
-                             has_holder=reg.handle is not None, holder=reg.handle)
+                             has_holder=reg.handle is not None or reg.holder_id is not None,
+                             holder=reg.handle)  # a select without handles keeps holder_id
 
     @staticmethod
     def is_lightweight(reg: RegistrationLike) -> bool:

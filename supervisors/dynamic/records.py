@@ -211,7 +211,7 @@ class ChildRecords:
         self.registry = registry
 
     async def all(self) -> list[ChildRecord]:
-        regs = await self.registry.select(**select_filter(self.sup))
+        regs = await self.registry.select(**select_filter(self.sup), handles=False)
         return [ChildRecord.from_registration(r) for r in regs
                 if ChildRecord.is_record_of(r, self.sup)]
 

@@ -197,6 +197,9 @@ def test_unique_registry_operations(cluster: Any) -> None:
     reg.register("x/other", other, {"role": "primary"})
     assert [r.key for r in reg.select(prefix="svc/")] == ["svc/a", "svc/b"]
     assert [r.key for r in reg.select(meta={"role": "primary"})] == ["svc/a", "x/other"]
+    bare = reg.select(prefix="svc/", handles=False)  # meta only: the holder's id, no handle
+    assert [(r.key, r.handle, r.holder_id) for r in bare] == [
+        ("svc/a", None, actor_id(holder)), ("svc/b", None, actor_id(holder))]
     assert reg.keys_of(holder) == ["svc/a", "svc/b"] and reg.count() == 3
 
     updated = reg.update_meta("svc/a", {"role": "primary", "n": 2})

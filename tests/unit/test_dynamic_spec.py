@@ -110,12 +110,16 @@ def test_child_record_round_trips_through_registry_meta() -> None:
     assert record.name == child_name("workers", "c-1") == "workers/c-1"
 
     class Reg:
-        key, epoch, entry_id, handle = "workers/c-1", 7, 3, object()
+        key, epoch, entry_id, handle, holder_id = "workers/c-1", 7, 3, object(), "h1"
 
     Reg.meta = meta  # type: ignore[attr-defined]
     back = ChildRecord.from_registration(Reg())  # type: ignore[arg-type]
     assert back == ChildRecord(**{**record.__dict__, "epoch": 7, "entry_id": 3,
                                   "has_holder": True})
+    Reg.handle = None  # read by a select without handles: the holder is still known
+    assert ChildRecord.from_registration(Reg()).has_holder  # type: ignore[arg-type]
+    Reg.holder_id = None  # type: ignore[assignment]
+    assert not ChildRecord.from_registration(Reg()).has_holder  # type: ignore[arg-type]
     assert ChildRecord.is_record_of(Reg(), "workers")  # type: ignore[arg-type]
     assert not ChildRecord.is_record_of(Reg(), "other")  # type: ignore[arg-type]
 

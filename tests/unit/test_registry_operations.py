@@ -81,7 +81,9 @@ def test_queries_fan_out_to_every_shard_and_combine() -> None:
     registry = Layout(shards=3)
     select = ops.select(registry, "p/", {"x": 1}, None)
     assert [c.shard for c in select.calls] == [0, 1, 2]
-    assert all(c.args == ("p/", {"x": 1}) for c in select.calls)
+    assert all(c.args == ("p/", {"x": 1}, True) for c in select.calls)
+    bare = ops.select(registry, "p/", None, None, handles=False)  # meta only: no handles
+    assert all(c.args == ("p/", {}, False) for c in bare.calls)
     merged = select.combine([[registration("p/b", 2)], [], [registration("p/a", 9)]])
     assert [r.key for r in merged] == ["p/a", "p/b"]
     assert ops.count(registry, None).combine([1, 2, 3]) == 6
