@@ -84,7 +84,10 @@ def test_put_get_at_every_consistency_and_convergence(store: ReplicatedStore) ->
     assert set(status) == set(REGIONS)
     east = status["us-east"]
     assert east["peers"]["us-west"]["pending"] == 0 and east["version_vector"]
-    assert east["peers"]["eu"]["delta_bytes"] > 0
+    # bytes went to eu: as deltas, or as state syncs when eu's replica answered late (its
+    # position unknown until then, a peer is sent a Sync, not a delta)
+    eu = east["peers"]["eu"]
+    assert eu["delta_bytes"] + eu["state_bytes"] > 0, eu
 
 
 def test_ormap_typed_values_watch_and_subscribe(cluster: Any) -> None:
