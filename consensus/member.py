@@ -237,6 +237,8 @@ class RaftMember:
                        timeout: float) -> list[tuple[str, Any]]:
         """Many clients' commands in one call (a client process coalesces what its clients
         have in flight); answers in order, each as ``command`` would."""
+        if not envelopes:
+            return []
         if self.node.role != "leader" or self.node.lead_transferee is not None:
             return [("redirect", self.node.lead)] * len(envelopes)
         now, loop = time.time(), asyncio.get_running_loop()

@@ -302,7 +302,8 @@ def test_calls_to_expected_children_wait_for_their_own_start_only() -> None:
         return time.process_time() - began
 
     async def main() -> None:
-        assert await timed(True) < 3 * await timed(False)
+        # the old wake-everyone loop cost ~8x; a collection landing in one run costs up to ~3x
+        assert await timed(True) < 5 * await timed(False)
         runtime = HostRuntime()
         with pytest.raises(ChildNotFound):  # not expected: fails at once
             await runtime.call("other", "incr", (), {})
