@@ -30,11 +30,10 @@ __all__ = ["EpochLookup", "epoch_of"]
 MAX_BURST = 5000
 READ_TIMEOUT_S = 10.0
 
-_LOOKUPS: dict[str, EpochLookup] = {}
-
 
 class EpochLookup:
-    """Batched reads of the registry records of one app's instances in this process."""
+    """Batched reads of the registry records of the instances in this process (of every
+    app: a burst's keys need not share anything)."""
 
     def __init__(self, registry: str = "default") -> None:
         self.registry = registry
@@ -68,9 +67,9 @@ class EpochLookup:
                         future.set_result(regs[0] if regs else None)
 
 
-async def epoch_of(app: str, key: str) -> int:
+_LOOKUP = EpochLookup()
+
+
+async def epoch_of(key: str) -> int:
     """The epoch of ``key`` if this actor holds it (``Superseded`` otherwise)."""
-    lookup = _LOOKUPS.get(app)
-    if lookup is None:
-        lookup = _LOOKUPS[app] = EpochLookup()
-    return await lookup.epoch(key)
+    return await _LOOKUP.epoch(key)

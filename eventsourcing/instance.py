@@ -147,7 +147,7 @@ class AggregateInstance:
         if self._state is not None:
             return self._state
         started = time.perf_counter()
-        epoch = await epoch_of(self.app, self.name)  # Superseded if this one was replaced
+        epoch = await epoch_of(self.name)  # Superseded if this one was replaced
         await store.claim(self.stream, epoch)    # Fenced if a newer instance claimed it already
         aggregate = spec.aggregates[self.aggregate_type](self.aggregate_id)
         state, snapshot = await rehydrate(store, spec.codec, aggregate, self.stream)

@@ -161,10 +161,9 @@ class Router:
             record = self.registry.entry(name)
         else:
             record = await self.registry.aio.entry(name, timeout=time_left(deadline))
-        if record is not None and getattr(record, "handle", None) is not None:
-            args = (target,) if isinstance(target, Command) else ()
+        if _routable(record):
             return loop_batcher().call(record.handle, record.meta.get("route_key"), method,
-                                        args, {}, time_left(deadline))
+                                        _args(target), {}, time_left(deadline))
         await rpc.blocking(self._start_instance, *_target(self, target), deadline)
         raise ChildNotFound(f"{name} is starting")
 
@@ -175,11 +174,10 @@ class Router:
     def _call(self, target: Command | _Probe, method: str, record: Any) -> Any:
         """Send ``method`` to the instance ``record`` names; None if there is none (the caller
         starts it)."""
-        if record is None or getattr(record, "handle", None) is None:
+        if not _routable(record):
             return None
-        args = (target,) if isinstance(target, Command) else ()
         return getattr(record.handle, ROUTE_METHOD).remote(record.meta.get("route_key"), method,
-                                                           args, {})
+                                                           _args(target), {})
 
     def _start_instance(self, type_name: str, aggregate_id: str, deadline: float) -> None:
         with contextlib.suppress(ChildAlreadyStarted):
@@ -201,7 +199,7 @@ class Router:
 
     def _forget(self, name: str, record: Any) -> None:
         """Drop ``record`` from the lookup cache: the next lookup asks the registry."""
-        if record is not None and getattr(record, "handle", None) is not None:
+        if _routable(record):
             named(self.registry.name).invalidate(name, record.handle)
 
     def _next_attempt(self, target: Command | _Probe, exc: BaseException, attempt: int,
@@ -212,6 +210,16 @@ class Router:
                                    f"not answered in time (last: {type(exc).__name__}: "
                                    f"{exc})") from None
         return attempt + 1
+
+def _routable(record: Any) -> bool:
+    """A record with a holder to send to (else the instance must be started)."""
+    return record is not None and getattr(record, "handle", None) is not None
+
+
+def _args(target: Any) -> tuple[Any, ...]:
+    """A command travels to its instance; a query's probe does not."""
+    return (target,) if isinstance(target, Command) else ()
+
 
 def _stale_record(exc: BaseException) -> bool:
     """A holder seen dead, or a host that no longer runs the child (passivated, moved): the
