@@ -5,6 +5,7 @@ by the linearizability checker against the KV and lock models."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -146,8 +147,10 @@ def kv_client(group: Group, process: str, history: History, stop: threading.Even
     versions: dict[str, int] = {}
     while not stop.is_set():
         key, choice, value = rng.choice(KEYS), rng.random(), f"{process}:{next(values)}"
-        if choice < 0.4:
-            done = attempt(history, process, ("get", key), group.query, ("get", key))
+        if choice < 0.4:  # half of the reads by ReadIndex, half on the leader's lease
+            read = functools.partial(group.query,
+                                     consistency="linearizable" if choice < 0.2 else "lease")
+            done = attempt(history, process, ("get", key), read, ("get", key))
             if done:
                 result, op = done
                 versions[key] = result["version"] if result else 0

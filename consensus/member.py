@@ -2,7 +2,11 @@
 ticks the core, steps the messages that arrived, proposes the commands queued since the last
 round as one batch, persists what ``ready()`` says with one fsync (its write-ahead log on this
 node's disk), then sends, applies and answers. Messages to peers are one-way actor calls
-(nothing waits on them); clients wait on futures with their deadline."""
+(nothing waits on them); clients wait on futures with their deadline.
+
+A follower also holds one call open on its leader (``watch``): it fails the moment the leader's
+process dies, and Ray's word that the leader is gone starts the election at once instead of
+after the election timeout (``RaftNode.leader_gone``)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import ActorDiedError, RayActorError
 
 from herd.consensus.hosting import GroupRecord, create_member, member_handle
 from herd.consensus.machine import Envelope, MachineHost
@@ -43,6 +48,7 @@ log = get_logger("herd.consensus")
 LEADER_MESSAGES = (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT)
 HANDLE_RETRY_S = 1.0
 RECONCILE_EVERY_S = 0.5
+WATCH_RETRY_S = 0.5
 
 
 class RaftMember:
@@ -69,6 +75,9 @@ class RaftMember:
         self.handles: dict[str, tuple[Any, float]] = {}
         self.last_heard: dict[str, float] = {}
         self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.watches: dict[str, tuple[Any, asyncio.Task[None]]] = {}
+        self.next_tick = time.monotonic()
         self.started = time.monotonic()
         self.reconciler = Reconciler(self)
         self.loop_task: asyncio.Task[None] | None = None
@@ -83,16 +92,14 @@ class RaftMember:
         return self.node_id
 
     async def run(self) -> None:
-        next_tick = time.monotonic()
         next_reconcile = time.monotonic() + RECONCILE_EVERY_S
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.0, next_tick - time.monotonic()))
+                await asyncio.wait_for(self.wake.wait(),
+                                       max(0.0, self.next_tick - time.monotonic()))
             self.wake.clear()
             now = time.monotonic()
-            if now >= next_tick:
-                self.node.tick()
-                next_tick = now + self.options.tick_s
+            self.advance_clock(now)
             inbox, self.inbox = self.inbox, []
             for message in inbox:
                 self.node.step(message)
@@ -100,12 +107,24 @@ class RaftMember:
             try:
                 await self.handle_ready(self.node.ready())
                 self.maybe_compact()
+                self.watch_leader()
                 if now >= next_reconcile and self.node.role == "leader":
                     next_reconcile = now + RECONCILE_EVERY_S
                     self.reconciler.start_round()
             except Exception as exc:  # keep the member alive; the log says why
                 log.exception("member_round_failed", group=self.options.name, member=self.id,
                               error=repr(exc))
+
+    def advance_clock(self, now: float) -> None:
+        """Tick once per ``tick_s`` that has passed, not once per round: a member whose
+        process was paused (SIGSTOP, a long GC) or starved of CPU must see its leader lease
+        expire and its election timer run out by the time it looks, not a tick later. At most
+        two election timeouts' worth of ticks at once: after that nothing changes."""
+        due = int((now - self.next_tick) / self.options.tick_s) + 1 if now >= self.next_tick else 0
+        for _ in range(min(due, 2 * self.options.election_ticks + 1)):
+            self.node.tick()
+        if due:
+            self.next_tick = now + self.options.tick_s
 
     def propose_queued(self) -> None:
         while self.proposals:
@@ -212,6 +231,51 @@ class RaftMember:
             handle = None
         self.handles[peer] = (handle, time.monotonic() + HANDLE_RETRY_S)
 
+    # -- the leader's death ----------------------------------------------------------------
+    async def watch(self) -> None:
+        """Answers only when this member is stopped (``destroy``); fails the caller's wait when
+        this member's process dies: that failure is the followers' news of its death."""
+        await self.stopping.wait()
+
+    def watch_leader(self) -> None:
+        """Hold one ``watch`` call open on this follower's leader (one per peer handle)."""
+        lead = self.node.lead
+        if self.node.role != "follower" or lead is None or lead == self.id:
+            return
+        handle = self.handle(lead)
+        watched = self.watches.get(lead)
+        if handle is None or (watched is not None and watched[0] is handle):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.await_death(lead, handle, self.node.term))
+        self.watches[lead] = (handle, task)
+
+    async def await_death(self, peer: str, handle: Any, term: int) -> None:
+        try:
+            await handle.watch.remote()
+            return
+        except ActorDiedError:
+            pass
+        except RayActorError:  # unreachable for now, not known dead: watch it again later
+            await asyncio.sleep(WATCH_RETRY_S)
+            self.watches.pop(peer, None)
+            return
+        if self.node.term != term or self.node.lead != peer:
+            return
+        try:
+            current = await rpc.blocking(member_handle, self.options.name, peer)
+        except ValueError:
+            current = None
+        if current is not None and current._actor_id != handle._actor_id:
+            self.handles[peer] = (current, time.monotonic() + HANDLE_RETRY_S)
+            self.watches.pop(peer, None)
+            return  # the dead one was an older incarnation: the leader is another process
+        if self.node.term == term and self.node.lead == peer:
+            log.info("leader_gone", group=self.options.name, member=self.id, leader=peer,
+                     term=term)
+            self.node.leader_gone(peer)
+            self.wake.set()
+
     async def receive(self, messages: list[Message]) -> None:
         if messages:
             self.last_heard[messages[0].src] = time.monotonic()
@@ -254,6 +318,8 @@ class RaftMember:
     async def query(self, query: Any, consistency: str, timeout: float) -> tuple[str, Any]:
         if consistency == "stale":
             return "ok", self.host.query(query)
+        if consistency == "lease":
+            self.advance_clock(time.monotonic())  # a lease counted in ticks must be current
         if self.node.role != "leader":
             return "redirect", self.node.lead
         request = next(self.read_ids)
@@ -302,6 +368,7 @@ class RaftMember:
 
     async def destroy(self) -> None:
         """Stop and delete this member's log (the group is being stopped)."""
+        self.stopping.set()
         if self.loop_task is not None:
             self.loop_task.cancel()
         await asyncio.get_running_loop().run_in_executor(self.io, self.wal.close)

@@ -26,6 +26,9 @@ __all__ = ["RaftConfig", "RaftCore", "Role"]
 Role = Literal["follower", "pre_candidate", "candidate", "leader"]
 VOTE_REQUESTS = (MessageType.VOTE, MessageType.PRE_VOTE)
 FROM_LEADER = (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT)
+#: After its leader is known gone, a surviving voter that is not the first in id order waits
+#: this many ticks more per place before it campaigns (in case the first cannot win).
+GONE_STAGGER_TICKS = 2
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,22 @@ class RaftCore(ABC):
             self.send(kind, peer, term=term, index=self.log.last_index(),
                       log_term=self.log.last_term(), force=force)
 
+    def leader_gone(self, peer: str) -> None:
+        """The host learned that ``peer``, this follower's leader, has stopped for good (its
+        process died): elect a successor without waiting out the election timeout. The first
+        surviving voter in id order campaigns at once, forced past the other voters' leases
+        (the leader that held them is gone); the others drop the leader and campaign
+        ``GONE_STAGGER_TICKS`` ticks later per place, in case the first cannot win."""
+        if self.role != "follower" or self.lead != peer or not self.promotable():
+            return
+        survivors = sorted(self.membership.voters - {peer})
+        place = survivors.index(self.id)
+        if place == 0:
+            self.campaign(pre_vote=False, force=True)
+        else:
+            self.lead = None
+            self.randomized_timeout = self.election_elapsed + place * GONE_STAGGER_TICKS
+
     def record_vote(self, voter: str, granted: bool) -> None:
         self.votes.setdefault(voter, granted)
         voters = self.membership.voters
@@ -206,13 +225,18 @@ class RaftCore(ABC):
         can_vote = (self.vote == message.src or (self.vote is None and self.lead is None)
                     or (pre and message.term > self.term))
         reply = MessageType.PRE_VOTE_RESP if pre else MessageType.VOTE_RESP
-        if can_vote and self.log.up_to_date(message.index, message.log_term):
+        up_to_date = self.log.up_to_date(message.index, message.log_term)
+        if can_vote and up_to_date:
             self.send(reply, message.src, term=message.term)
             if not pre:
                 self.election_elapsed = 0
                 self.vote = message.src
-        else:
-            self.send(reply, message.src, reject=True)
+            return
+        self.send(reply, message.src, reject=True)
+        if message.force and not pre and not up_to_date and self.promotable():
+            # A forced candidate (its leader gone, or a transfer) that cannot win for its
+            # shorter log: this voter's log is longer, so it takes over at once.
+            self.campaign(pre_vote=False, force=True)
 
     # -- replication (consensus/raft/replication.py) -------------------------------------
     @abstractmethod

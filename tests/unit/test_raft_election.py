@@ -78,3 +78,55 @@ def test_single_member_elects_itself() -> None:
     leader = sim.wait_leader()
     assert leader == "n1"
     assert sim.one("x", 1) >= 1
+
+
+def _gone(sim: Sim, dead: str) -> None:
+    """``dead`` crashes and the survivors hear of it (as members hear from Ray)."""
+    sim.crash(dead)
+    for node_id in sorted(sim.nodes):
+        sim.nodes[node_id].leader_gone(dead)
+        sim.process(node_id)
+    sim.deliver()
+
+
+def test_a_leader_known_gone_is_replaced_without_waiting_for_a_timeout() -> None:
+    sim = Sim(3, seed=7)
+    leader = sim.wait_leader()
+    term = sim.nodes[leader].term
+    sim.one("before", 1)
+    _gone(sim, leader)
+    new = sim.leader()
+    assert new == min(n for n in sim.ids if n != leader), "the first survivor, in one round trip"
+    assert sim.nodes[new].term == term + 1
+    sim.tick(1)
+    assert sim.nodes[new].committed_in_term()
+    assert sim.one("after", 2) >= 1
+
+
+def test_leader_gone_is_ignored_unless_it_names_this_followers_leader() -> None:
+    sim = Sim(3, seed=8)
+    leader = sim.wait_leader()
+    follower = next(n for n in sim.ids if n != leader)
+    other = next(n for n in sim.ids if n not in (leader, follower))
+    term = sim.nodes[leader].term
+    sim.nodes[follower].leader_gone(other)  # not its leader: news of someone else
+    sim.nodes[leader].leader_gone(follower)  # a leader has no leader to lose
+    for node_id in sim.ids:
+        sim.process(node_id)
+    sim.deliver()
+    assert sim.leader() == leader and sim.nodes[leader].term == term
+
+
+def test_a_voter_with_a_longer_log_takes_over_from_a_forced_candidate_it_refuses() -> None:
+    sim = Sim(3, seed=9)
+    leader = sim.wait_leader()
+    first, second = sorted(n for n in sim.ids if n != leader)
+    sim.cut = {first}  # the first survivor misses the last entry
+    sim.one("only-on-two", 2)
+    sim.heal()
+    _gone(sim, leader)
+    assert sim.leader() == second, "the refusing voter with the longer log won at once"
+    sim.tick(2)
+    assert sim.one("after", 2) >= 1
+    for survivor in (first, second):
+        assert [d for _, d in sim.machines[survivor]].count("only-on-two") == 1
