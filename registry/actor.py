@@ -168,10 +168,11 @@ class RegistryActor:
         # for no actor handle (each costs the registry and the reader tens of microseconds).
         return found if handles else [dataclasses.replace(r, handle=None) for r in found]
 
-    async def entries(self, keys: list[str]) -> list[list[Registration]]:
-        """The records of each key, in order (one read for many keys)."""
+    async def entries(self, keys: list[str]) -> tuple[int, list[list[Registration]]]:
+        """The records of each key, in order (one read for many keys), and the event position
+        they are current at."""
         self._metrics.op("lookup", len(keys))
-        return [self._state.registrations(key) for key in keys]
+        return self._state.counter, [self._state.registrations(key) for key in keys]
 
     async def keys_of(self, holder_id: str) -> list[str]:
         return self._state.keys_of(holder_id)

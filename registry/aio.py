@@ -13,13 +13,15 @@ creating a shard's named actor the first time, or after it died; learning the ev
 when the lookup cache starts) run on herd's bounded thread pool (``herd.platform.rpc.blocking``).
 
 Cached lookups share the process's cache with the blocking face. A cache miss is answered by
-the registry; the first one starts the cache's event streams in the background (later lookups
-of the key are then dict reads), without the caller waiting for them.
+the registry, batched with the other misses of the moment (``herd.registry.lookups``); the
+first one starts the cache's event streams in the background (later lookups of the key are then
+dict reads), without the caller waiting for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +34,7 @@ from herd.platform.errors import HerdTimeoutError
 from herd.registry import batches, models
 from herd.registry import operations as ops
 from herd.registry.connection import Connection, aconfigure, anamed, named
+from herd.registry.lookups import LookupBatcher
 from herd.registry.records import AbsentOr, KeyMode, MetaMatch, Registration, Written
 
 log = ops.log
@@ -46,6 +49,8 @@ class AsyncRegistry:
         self.keys: KeyMode = conn.keys
         self.shards = conn.shards
         self._sync_task: asyncio.Task[None] | None = None
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LookupBatcher] = \
+            weakref.WeakKeyDictionary()
 
     @classmethod
     def of(cls, conn: Connection) -> AsyncRegistry:
@@ -181,10 +186,21 @@ class AsyncRegistry:
 
     # ---------------------------------------------------------------------------- internals
     async def _fetch(self, key: str, timeout: float | None, cache: bool) -> list[Registration]:
-        operation = ops.fetch(self, key, timeout, self._conn.cache if cache else None)
-        if cache:
-            self._start_sync()
-        return await self._run(operation)
+        """A fresh read goes alone; a cached lookup's miss goes with the others of this
+        moment (``LookupBatcher``) and fills the cache."""
+        if not cache:
+            return await self._run(ops.fetch(self, key, timeout, None))
+        key = models.check_key(key)  # a bad key starts nothing
+        self._start_sync()
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = LookupBatcher(self)
+        return await batcher.fetch(key, timeout)
+
+    async def fetch_many(self, keys: list[str], timeout: float) -> list[list[Registration]]:
+        """The records of each key, one call per shard, offered to the lookup cache."""
+        return await self._run(batches.entries(self, keys, timeout, self._conn.cache))
 
     def _start_sync(self) -> None:
         """Start the cache's event streams in the background (once)."""

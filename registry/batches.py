@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from herd.registry import models
+from herd.registry.cache import LookupCache
 from herd.registry.errors import RegistryInputError
 from herd.registry.layout import shard_of
 from herd.registry.operations import (
@@ -191,8 +192,10 @@ def _by_shard(registry: Layout, method: str, items: list[Any],
     return Operation(calls, deadline, combine)
 
 
-def entries(registry: Layout, keys: Any, timeout: float | None) -> Operation:
-    """The records of each of ``keys`` (a list per key, in order), one call per shard."""
+def entries(registry: Layout, keys: Any, timeout: float | None,
+            cache: LookupCache | None = None) -> Operation:
+    """The records of each of ``keys`` (a list per key, in order), one call per shard; each
+    answer is offered to ``cache`` if given."""
     listed = [models.check_key(key) for key in _items(keys, "keys")]
     by_shard: dict[int, list[int]] = {}
     for index, key in enumerate(listed):
@@ -203,9 +206,11 @@ def entries(registry: Layout, keys: Any, timeout: float | None) -> Operation:
 
     def combine(answers: list[Any]) -> list[list[Registration]]:
         found: list[list[Registration]] = [[] for _ in listed]
-        for shard, answer in zip(shards, answers, strict=True):
+        for shard, (seq, answer) in zip(shards, answers, strict=True):
             for index, regs in zip(by_shard[shard], answer, strict=True):
                 found[index] = regs
+                if cache is not None:
+                    cache.offer(listed[index], shard, seq, regs)
         return found
 
     return Operation(calls, deadline_of(timeout), combine)

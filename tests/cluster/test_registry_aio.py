@@ -129,6 +129,19 @@ class AsyncUser:
             await asyncio.sleep(0.05)
         return first is not None, reg.cached(key)
 
+    async def burst_of_misses(self, name: str, keys: list[str]) -> dict[str, Any]:
+        """Look up many uncached keys at once: the misses go to the registry together."""
+        reg = await AsyncRegistry.get(name)
+        found = await asyncio.gather(*(reg.entry(key) for key in keys))
+        batchers = list(reg._batchers.values())
+        deadline = time.monotonic() + 10
+        while not all(reg.cached(k) for k in keys) and time.monotonic() < deadline:
+            await asyncio.gather(*(reg.entry(key) for key in keys))
+            await asyncio.sleep(0.05)
+        return {"meta": [r.meta.get("i") if r is not None else None for r in found],
+                "batches": sum(b.batches for b in batchers),
+                "cached": all(reg.cached(k) for k in keys)}
+
     async def fenced(self, name: str, key: str) -> tuple[Any, str]:
         """``acheck`` from inside this actor: the epoch, or why it failed."""
         try:
@@ -208,6 +221,18 @@ def test_cached_lookup_from_an_async_actor(cluster: Any) -> None:
     reader = AsyncUser.remote()
     found, cached = rpc.get(reader.cached_lookup.remote(name, "hot"), timeout=60)
     assert found and cached
+
+
+def test_a_burst_of_lookup_misses_is_one_batch_and_fills_the_cache(cluster: Any) -> None:
+    name = _name()
+    reg = Registry.start(name, shards=2)
+    holder = Plain.remote()
+    reg.register_many([(f"k{i}", holder, {"i": i}) for i in range(200)])
+    keys = [f"k{i}" for i in range(200)] + ["absent"]
+    out = rpc.get(AsyncUser.remote().burst_of_misses.remote(name, keys), timeout=60)
+    assert out["meta"] == [*range(200), None], "each caller its own key's record"
+    assert out["batches"] <= 3, out  # 201 concurrent misses: not one call each
+    assert out["cached"], "the batched answers filled the lookup cache"
 
 
 def test_async_kv_from_an_async_actor(cluster: Any, user: Any) -> None:

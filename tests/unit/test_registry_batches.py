@@ -279,7 +279,7 @@ def test_entries_reads_many_keys_one_call_per_shard_and_answers_in_order() -> No
     asked = [key for call in operation.calls for key in call.args[0]]
     assert sorted(asked) == sorted(keys) and len(operation.calls) <= Layout.shards
     assert {call.method for call in operation.calls} == {"entries"}
-    answers = [[[f"record of {key}"] if key != "k3" else [] for key in call.args[0]]
+    answers = [(7, [[f"record of {key}"] if key != "k3" else [] for key in call.args[0]])
                for call in operation.calls]
     found = operation.combine(answers)
     assert found[3] == [] and [regs[0] for i, regs in enumerate(found) if i != 3] == [
