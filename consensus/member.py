@@ -73,6 +73,9 @@ class RaftMember:
         self.reads: dict[int, asyncio.Future[tuple[str, Any]]] = {}
         self.read_ids = itertools.count(1)
         self.handles: dict[str, tuple[Any, float]] = {}
+        self.resolving: set[str] = set()
+        self.greeting: asyncio.Task[None] | None = None
+        self.incarnation = ""  # this member's actor id, sent with every message batch
         self.last_heard: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -88,6 +91,8 @@ class RaftMember:
     async def start(self) -> str:
         """Start the loop (once); answers the member's node."""
         if self.loop_task is None:
+            self.incarnation = ray.get_runtime_context().get_actor_id() or ""
+            self.greeting = asyncio.get_running_loop().create_task(self.greet())
             self.loop_task = asyncio.get_running_loop().create_task(self.run())
         return self.node_id
 
@@ -211,7 +216,7 @@ class RaftMember:
         for peer, batch in batches.items():
             handle = self.handle(peer)
             if handle is not None:
-                handle.receive.remote(batch)
+                handle.receive.remote(batch, self.incarnation)
 
     def handle(self, peer: str) -> Any:
         """The peer's handle; looked up again (at most once a second) while there is none or
@@ -221,14 +226,21 @@ class RaftMember:
         silent = now - self.last_heard.get(peer, self.started) > HANDLE_RETRY_S
         if now >= retry_at and (handle is None or silent):
             self.handles[peer] = (handle, now + HANDLE_RETRY_S)
-            asyncio.get_running_loop().create_task(self.resolve(peer))
+            self.start_resolve(peer)
         return handle
+
+    def start_resolve(self, peer: str) -> None:
+        if peer not in self.resolving:
+            self.resolving.add(peer)
+            asyncio.get_running_loop().create_task(self.resolve(peer))
 
     async def resolve(self, peer: str) -> None:
         try:
             handle = await rpc.blocking(member_handle, self.options.name, peer)
         except ValueError:
             handle = None
+        finally:
+            self.resolving.discard(peer)
         self.handles[peer] = (handle, time.monotonic() + HANDLE_RETRY_S)
 
     # -- the leader's death ----------------------------------------------------------------
@@ -276,9 +288,31 @@ class RaftMember:
             self.node.leader_gone(peer)
             self.wake.set()
 
-    async def receive(self, messages: list[Message]) -> None:
+    async def greet(self) -> None:
+        """Look every peer up now (a first message to one is not dropped) and tell it this
+        member's actor id: a peer still holding the handle of this member's previous process
+        would send its answers there, and lose them."""
+        for peer in self.node.peers():
+            await self.resolve(peer)
+            handle = self.handles[peer][0]
+            if handle is not None:
+                handle.hello.remote(self.id, self.incarnation)
+
+    async def hello(self, peer: str, sender: str) -> None:
+        self.check_sender(peer, sender)
+
+    def check_sender(self, peer: str, sender: str) -> None:
+        """Look ``peer`` up again if the handle held for it is not actor ``sender``."""
+        handle = self.handles.get(peer, (None, 0.0))[0]
+        if sender and (handle is None or handle._actor_id.hex() != sender):
+            self.start_resolve(peer)
+
+    async def receive(self, messages: list[Message], sender: str = "") -> None:
+        """Messages of one peer; ``sender`` is its actor id (``check_sender``)."""
         if messages:
-            self.last_heard[messages[0].src] = time.monotonic()
+            peer = messages[0].src
+            self.last_heard[peer] = time.monotonic()
+            self.check_sender(peer, sender)
         self.inbox.extend(messages)
         self.wake.set()
 

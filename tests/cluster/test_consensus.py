@@ -156,18 +156,23 @@ def test_leader_cut_off_majority_commits_heal_deposes_nobody(cluster: LocalClust
 
 def test_leader_sigkill_new_leader_commits_and_member_restarts(cluster: LocalCluster,
                                                                kv: Group) -> None:
+    """Twice: the second time a survivor is the member restarted after the first kill (its
+    peers must answer its new process, not the dead one)."""
     written: dict[str, int] = {}
     write_some(kv, written, "before-kill", 5)
-    old = leader_of(kv)
-    os.kill(member_pid(kv, old["member"]), signal.SIGKILL)
-    killed = time.monotonic()
-    kv.command(("put", "after-kill", 1), timeout=10)
-    took = time.monotonic() - killed
-    written["after-kill"] = 1
-    assert leader_of(kv)["member"] != old["member"]
-    wait_until(lambda: logs_agree(kv), WAIT_S, what="the killed member restarted from its log")
-    check_acknowledged(kv, written)
-    print(f"\nleader SIGKILL: first commit on the new leader after {took:.2f} s")
+    took = []
+    for round_ in range(2):
+        old = leader_of(kv)
+        os.kill(member_pid(kv, old["member"]), signal.SIGKILL)
+        killed = time.monotonic()
+        kv.command(("put", "after-kill", round_), timeout=10)
+        took.append(time.monotonic() - killed)
+        written["after-kill"] = round_
+        assert leader_of(kv)["member"] != old["member"]
+        wait_until(lambda: logs_agree(kv), WAIT_S, what="the killed member restarted from its log")
+        check_acknowledged(kv, written)
+    print(f"\nleader SIGKILL: first commit on the new leader after "
+          f"{', '.join(f'{t:.2f}' for t in took)} s")
 
 
 def test_leader_sigstop_new_leader_commits_old_one_steps_down(cluster: LocalCluster,
