@@ -69,43 +69,48 @@ def up_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert down.returncode == 0, down.stderr
 
 
-def test_submit_runs_the_app_as_a_ray_job(up_cluster: Path) -> None:
+@pytest.fixture(scope="module")
+def submitted(up_cluster: Path) -> dict[str, Any]:
+    """The demo app, submitted as a Ray job (`herd submit`); it keeps running for the tests
+    after the submit test (one start of its nine actors, not two)."""
     cluster = LocalCluster.attach(up_cluster)
     env = cluster.env()
     address = cluster.dashboard_url
     assert address is not None
-    submitted = herd("submit", "configs/demo.yaml", "--address", address, "--timeout",
-                     "300", env=env, timeout=400)
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    assert "SUCCEEDED" in submitted.stdout
-    job_id = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+    done = herd("submit", "configs/demo.yaml", "--address", address, "--timeout",
+                "300", env=env, timeout=400)
+    return {"result": done, "address": address, "env": env}
+
+
+def test_submit_runs_the_app_as_a_ray_job(up_cluster: Path, submitted: dict[str, Any]) -> None:
+    done, address, env = submitted["result"], submitted["address"], submitted["env"]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout
+    job_id = done.stdout.split("submitted job ", 1)[1].split()[0]
     listed = herd("submit", "--list", "--address", address, env=env)
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
     logs = herd("submit", "--logs", job_id, "--address", address, env=env)
     assert "app demo running" in logs.stdout
 
-    cluster.connect(log_to_driver=False)
+    LocalCluster.attach(up_cluster).connect(log_to_driver=False)
     try:
-        from herd.supervisors.apps.app import stop_app
         from herd.supervisors.apps.status import status
 
         view = wait_until(lambda: _all_running(status("demo")), 60, interval=0.5,
                           what="submitted app running")
         assert len(view["apps"][0]["supervisors"]) == 2
-        assert stop_app("demo") == ["pipeline", "workers"]
     finally:
         disconnect()
 
 
-def test_up_run_status_kill_status_stop_down(up_cluster: Path) -> None:
+def test_run_again_status_kill_status_stop(up_cluster: Path, submitted: dict[str, Any]) -> None:
+    """On the submitted demo app: `herd run` of it again is refused; status; a node killed;
+    status shows the moved children; stop. (`herd run` starting an app: the fragile app.)"""
     run_dir = up_cluster
-    run = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
-    assert run.returncode == 0, run.stderr
-    assert "app demo running: 2 supervisors" in run.stdout
-    assert_readable(run.stdout + run.stderr)
     again = herd("run", "configs/demo.yaml", "--run-dir", str(run_dir))
     assert again.returncode == 1 and "already running" in again.stderr
-    view = status_json(run_dir)
+    view = wait_until(lambda: _all_running(status_json(run_dir)), 60, interval=0.5,
+                      what="demo app running")
     children = workers_of(view)
     assert len(children) == 6 and all(c["status"] == "running" for c in children)
     pipeline = {s["name"]: s for s in view["apps"][0]["supervisors"]}["pipeline"]
@@ -169,6 +174,8 @@ def test_status_shows_stopped_supervisors_with_their_reason(up_cluster: Path,
     app_file.write_text(FRAGILE_APP)
     run = herd("run", str(app_file), "--run-dir", str(run_dir))
     assert run.returncode == 0, run.stderr
+    assert "app fragile running: 2 supervisors" in run.stdout
+    assert_readable(run.stdout + run.stderr)
     LocalCluster.attach(run_dir).connect(log_to_driver=False)
     try:
         for key in ("esc/c-1", "brittle/w"):

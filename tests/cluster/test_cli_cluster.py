@@ -19,29 +19,6 @@ def herd(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
                           cwd=REPO, env={**os.environ, "HERD_LOG_LEVEL": "WARNING"})
 
 
-def test_cluster_up_status_down(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    up = herd("cluster", "up", "--nodes", "2", "--regions", "us-east,us-west",
-              "--run-dir", str(run_dir))
-    try:
-        assert up.returncode == 0, up.stderr
-        assert "cluster up: 2 nodes" in up.stdout
-        again = herd("cluster", "up", "--run-dir", str(run_dir))
-        assert again.returncode == 1 and "already running" in again.stderr
-        status = herd("cluster", "status", "--json", "--run-dir", str(run_dir))
-        assert status.returncode == 0, status.stderr
-        rows = json.loads(status.stdout)
-        assert [r["region"] for r in rows] == ["us-east", "us-west"]
-        assert all(r["alive"] and r["pids"] > 0 for r in rows)
-        table = herd("cluster", "status", "--run-dir", str(run_dir))
-        assert "NODE_ID" in table.stdout and "us-west" in table.stdout
-    finally:
-        down = herd("cluster", "down", "--run-dir", str(run_dir))
-    assert down.returncode == 0, down.stderr
-    assert "stopped" in down.stdout
-    assert not run_dir.exists() or not json.loads((run_dir / "cluster.json").read_text())
-
-
 @pytest.mark.parametrize("args, message", [
     (["cluster", "status", "--run-dir", "/nonexistent/herd"], "no cluster state"),
     (["cluster", "up", "--config", "configs/broken/unknown-field.yaml"], "unknown-field.yaml"),
@@ -75,21 +52,29 @@ def test_cluster_up_refuses_what_it_cannot_honour(args: list[str], message: str,
     assert not (run_dir / "cluster.json").exists()
 
 
-def test_cluster_up_from_a_local_config(tmp_path: Path) -> None:
-    """`--config` starts exactly the topology of a `mode: local` file: its regions, zones,
-    labels and resources."""
+def test_cluster_up_status_down_from_a_local_config(tmp_path: Path) -> None:
+    """`--config` starts exactly the topology of a `mode: local` file (its regions, zones,
+    labels and resources); a second `up` is refused; `status` as JSON and as a table; `down`
+    stops it and clears its state. (`up --nodes N --regions ...` starts test_cli_apps's
+    cluster.)"""
     run_dir = tmp_path / "run"
     up = herd("cluster", "up", "--config", "configs/cluster-local.yaml", "--run-dir",
               str(run_dir), timeout=300)
     try:
         assert up.returncode == 0, up.stderr
         assert "cluster up: 3 nodes" in up.stdout
+        again = herd("cluster", "up", "--run-dir", str(run_dir))
+        assert again.returncode == 1 and "already running" in again.stderr
         status = herd("cluster", "status", "--json", "--run-dir", str(run_dir))
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert [(r["region"], r["zone"]) for r in rows] == [
             ("us-east", "us-east-1a"), ("us-east", "us-east-1b"), ("us-west", "us-west-2a")]
-        assert all(r["alive"] and r["cpu"] == 2 for r in rows)
+        assert all(r["alive"] and r["pids"] > 0 and r["cpu"] == 2 for r in rows)
+        table = herd("cluster", "status", "--run-dir", str(run_dir))
+        assert "NODE_ID" in table.stdout and "us-west" in table.stdout
     finally:
         down = herd("cluster", "down", "--run-dir", str(run_dir))
     assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    assert not run_dir.exists() or not json.loads((run_dir / "cluster.json").read_text())
