@@ -2,11 +2,7 @@
 ticks the core, steps the messages that arrived, proposes the commands queued since the last
 round as one batch, persists what ``ready()`` says with one fsync (its write-ahead log on this
 node's disk), then sends, applies and answers. Messages to peers are one-way actor calls
-(nothing waits on them); clients wait on futures with their deadline.
-
-A follower also holds one call open on its leader (``watch``): it fails the moment the leader's
-process dies, and Ray's word that the leader is gone starts the election at once instead of
-after the election timeout (``RaftNode.leader_gone``)."""
+(nothing waits on them, ``peers.Peers``); clients wait on futures with their deadline."""
 
 from __future__ import annotations
 
@@ -17,15 +13,14 @@ import dataclasses
 import itertools
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError
 
-from herd.consensus.hosting import GroupRecord, create_member, member_handle
+from herd.consensus.hosting import GroupRecord, create_member
 from herd.consensus.machine import Envelope, MachineHost
+from herd.consensus.peers import Peers
 from herd.consensus.raft import (
     ConfChange,
     Entry,
@@ -38,7 +33,6 @@ from herd.consensus.raft import (
 from herd.consensus.reconcile import Reconciler
 from herd.consensus.spec import GroupOptions
 from herd.consensus.wal import WriteAheadLog
-from herd.platform import rpc
 from herd.platform.logging import get_logger
 
 __all__ = ["MemberActor", "RaftMember"]
@@ -46,9 +40,7 @@ __all__ = ["MemberActor", "RaftMember"]
 log = get_logger("herd.consensus")
 
 LEADER_MESSAGES = (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT)
-HANDLE_RETRY_S = 1.0
 RECONCILE_EVERY_S = 0.5
-WATCH_RETRY_S = 0.5
 
 
 class RaftMember:
@@ -72,16 +64,11 @@ class RaftMember:
         self.waiting: dict[int, tuple[Any, asyncio.Future[tuple[str, Any]]]] = {}
         self.reads: dict[int, asyncio.Future[tuple[str, Any]]] = {}
         self.read_ids = itertools.count(1)
-        self.handles: dict[str, tuple[Any, float]] = {}
-        self.resolving: set[str] = set()
         self.greeting: asyncio.Task[None] | None = None
-        self.incarnation = ""  # this member's actor id, sent with every message batch
-        self.last_heard: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.watches: dict[str, tuple[Any, asyncio.Task[None]]] = {}
+        self.peers = Peers(options.name, member_id, self.node, self.wake.set)
         self.next_tick = time.monotonic()
-        self.started = time.monotonic()
         self.reconciler = Reconciler(self)
         self.loop_task: asyncio.Task[None] | None = None
         log.info("member_started", group=options.name, member=member_id, node_id=node_id,
@@ -91,8 +78,9 @@ class RaftMember:
     async def start(self) -> str:
         """Start the loop (once); answers the member's node."""
         if self.loop_task is None:
-            self.incarnation = ray.get_runtime_context().get_actor_id() or ""
-            self.greeting = asyncio.get_running_loop().create_task(self.greet())
+            self.peers.incarnation = ray.get_runtime_context().get_actor_id() or ""
+            self.greeting = asyncio.get_running_loop().create_task(
+                self.peers.greet(self.node.peers()))
             self.loop_task = asyncio.get_running_loop().create_task(self.run())
         return self.node_id
 
@@ -112,7 +100,7 @@ class RaftMember:
             try:
                 await self.handle_ready(self.node.ready())
                 self.maybe_compact()
-                self.watch_leader()
+                self.peers.watch_leader()
                 if now >= next_reconcile and self.node.role == "leader":
                     next_reconcile = now + RECONCILE_EVERY_S
                     self.reconciler.start_round()
@@ -154,7 +142,7 @@ class RaftMember:
         syncing = None
         if self.wal.record_ready(self.key, ready) and ready.must_sync:
             syncing = asyncio.get_running_loop().run_in_executor(self.io, self.wal.sync)
-        self.send(early)  # while the fsync runs
+        self.peers.send(early)  # while the fsync runs
         if ready.snapshot is None:
             # Committed entries are durable on a majority already: apply them, and answer
             # their clients, while this round's own writes are synced.
@@ -163,7 +151,7 @@ class RaftMember:
             await syncing
         if state is not None:
             self.durable_vote = (state.term, state.vote)
-        self.send(messages)
+        self.peers.send(messages)
         if ready.snapshot is not None:
             self.host.restore(ready.snapshot.data)
             self.finish(ready)
@@ -208,111 +196,19 @@ class RaftMember:
         if self.wal.needs_rewrite(0):
             self.io.submit(self.wal.rewrite)
 
-    # -- transport -------------------------------------------------------------------------
-    def send(self, messages: list[Message]) -> None:
-        batches: dict[str, list[Message]] = defaultdict(list)
-        for message in messages:
-            batches[message.dst].append(message)
-        for peer, batch in batches.items():
-            handle = self.handle(peer)
-            if handle is not None:
-                handle.receive.remote(batch, self.incarnation)
-
-    def handle(self, peer: str) -> Any:
-        """The peer's handle; looked up again (at most once a second) while there is none or
-        the peer has been silent for a second (it may have been restarted)."""
-        handle, retry_at = self.handles.get(peer, (None, 0.0))
-        now = time.monotonic()
-        silent = now - self.last_heard.get(peer, self.started) > HANDLE_RETRY_S
-        if now >= retry_at and (handle is None or silent):
-            self.handles[peer] = (handle, now + HANDLE_RETRY_S)
-            self.start_resolve(peer)
-        return handle
-
-    def start_resolve(self, peer: str) -> None:
-        if peer not in self.resolving:
-            self.resolving.add(peer)
-            asyncio.get_running_loop().create_task(self.resolve(peer))
-
-    async def resolve(self, peer: str) -> None:
-        try:
-            handle = await rpc.blocking(member_handle, self.options.name, peer)
-        except ValueError:
-            handle = None
-        finally:
-            self.resolving.discard(peer)
-        self.handles[peer] = (handle, time.monotonic() + HANDLE_RETRY_S)
-
-    # -- the leader's death ----------------------------------------------------------------
+    # -- peers ---------------------------------------------------------------------------
     async def watch(self) -> None:
         """Answers only when this member is stopped (``destroy``); fails the caller's wait when
         this member's process dies: that failure is the followers' news of its death."""
         await self.stopping.wait()
 
-    def watch_leader(self) -> None:
-        """Hold one ``watch`` call open on this follower's leader (one per peer handle)."""
-        lead = self.node.lead
-        if self.node.role != "follower" or lead is None or lead == self.id:
-            return
-        handle = self.handle(lead)
-        watched = self.watches.get(lead)
-        if handle is None or (watched is not None and watched[0] is handle):
-            return
-        task = asyncio.get_running_loop().create_task(
-            self.await_death(lead, handle, self.node.term))
-        self.watches[lead] = (handle, task)
-
-    async def await_death(self, peer: str, handle: Any, term: int) -> None:
-        try:
-            await handle.watch.remote()
-            return
-        except ActorDiedError:
-            pass
-        except RayActorError:  # unreachable for now, not known dead: watch it again later
-            await asyncio.sleep(WATCH_RETRY_S)
-            self.watches.pop(peer, None)
-            return
-        if self.node.term != term or self.node.lead != peer:
-            return
-        try:
-            current = await rpc.blocking(member_handle, self.options.name, peer)
-        except ValueError:
-            current = None
-        if current is not None and current._actor_id != handle._actor_id:
-            self.handles[peer] = (current, time.monotonic() + HANDLE_RETRY_S)
-            self.watches.pop(peer, None)
-            return  # the dead one was an older incarnation: the leader is another process
-        if self.node.term == term and self.node.lead == peer:
-            log.info("leader_gone", group=self.options.name, member=self.id, leader=peer,
-                     term=term)
-            self.node.leader_gone(peer)
-            self.wake.set()
-
-    async def greet(self) -> None:
-        """Look every peer up now (a first message to one is not dropped) and tell it this
-        member's actor id: a peer still holding the handle of this member's previous process
-        would send its answers there, and lose them."""
-        for peer in self.node.peers():
-            await self.resolve(peer)
-            handle = self.handles[peer][0]
-            if handle is not None:
-                handle.hello.remote(self.id, self.incarnation)
-
     async def hello(self, peer: str, sender: str) -> None:
-        self.check_sender(peer, sender)
-
-    def check_sender(self, peer: str, sender: str) -> None:
-        """Look ``peer`` up again if the handle held for it is not actor ``sender``."""
-        handle = self.handles.get(peer, (None, 0.0))[0]
-        if sender and (handle is None or handle._actor_id.hex() != sender):
-            self.start_resolve(peer)
+        self.peers.heard(peer, sender)
 
     async def receive(self, messages: list[Message], sender: str = "") -> None:
-        """Messages of one peer; ``sender`` is its actor id (``check_sender``)."""
+        """Messages of one peer; ``sender`` is its actor id (``Peers.heard``)."""
         if messages:
-            peer = messages[0].src
-            self.last_heard[peer] = time.monotonic()
-            self.check_sender(peer, sender)
+            self.peers.heard(messages[0].src, sender)
         self.inbox.extend(messages)
         self.wake.set()
 

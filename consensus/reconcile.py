@@ -7,10 +7,10 @@ membership change waits for that loop to commit it)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Protocol
 
 from herd.consensus.hosting import GroupRecord, asave_record, load_record, member_handle
+from herd.consensus.peers import Peers
 from herd.consensus.planner import Action, MemberView, plan
 from herd.consensus.raft import ConfChange, Membership, RaftNode
 from herd.consensus.spec import GroupOptions
@@ -34,9 +34,7 @@ class Member(Protocol):
     id: str
     options: GroupOptions
     node: RaftNode
-    last_heard: dict[str, float]
-    started: float
-    handles: dict[str, Any]
+    peers: Peers
 
     async def change(self, change: ConfChange, timeout: float) -> tuple[str, Any]: ...
 
@@ -79,8 +77,8 @@ class Reconciler:
     async def view(self, record: GroupRecord, member_id: str, alive: set[str]) -> MemberView:
         member, node = self.member, self.member.node
         node_id = record.placement.get(member_id, "")
-        heard = time.monotonic() - member.last_heard.get(member_id, member.started)
-        process_alive = member_id == member.id or heard < HEARD_RECENTLY_S
+        silent_s = member.peers.silent_for(member_id)
+        process_alive = member_id == member.id or silent_s < HEARD_RECENTLY_S
         if not process_alive:
             try:
                 await rpc.blocking(member_handle, member.options.name, member_id)
@@ -118,5 +116,5 @@ class Reconciler:
         handle = self.member.spawn(record, member_id, node_id, membership)
         await rpc.aget(handle.start.remote(), timeout=START_TIMEOUT_S,
                        what=f"start of member {member_id}")
-        self.member.handles.pop(member_id, None)
+        self.member.peers.forget(member_id)
         return handle
