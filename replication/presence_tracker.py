@@ -5,8 +5,12 @@ fan-out actors).
 It holds a :class:`~herd.replication.presence_state.PresenceState`, carries out its decisions
 and does the I/O around it, once per heartbeat (``heartbeat_ms``):
 
-* gossip: to every peer tracker the payload for the clock that peer last acknowledged (one call
-  in flight per peer, so a partitioned peer costs one pending call, not one per heartbeat);
+* gossip: to every peer tracker the payload for the clock that peer last acknowledged, as a
+  signed datagram (``herd.platform.datagram``: arrives at once after a partition heals, where a
+  Ray call waits out TCP's retransmission backoff), and as a Ray call (one in flight per peer, so
+  a partitioned peer costs one pending call) whenever that peer's datagram acknowledgements have
+  not been arriving: the first contact (it also tells each side the other's address), a payload
+  too large for a datagram, a network that drops UDP;
 * liveness: the GCS state of every process tracked here; a dead one is untracked;
 * diffs: the net joins and leaves since the last heartbeat, per topic, to this node's pubsub
   fan-out actor only (``presence/<name>/<topic>``), which pushes them to the subscribers living
@@ -27,6 +31,7 @@ import ray
 from ray.exceptions import RayError
 
 from herd.platform.control_plane import control_plane_options
+from herd.platform.datagram import Address, DatagramChannel, shared_key
 from herd.platform.errors import HerdError
 from herd.platform.gcs import actor_status
 from herd.platform.logging import get_logger
@@ -38,6 +43,10 @@ from herd.replication.presence_state import Clock, PresenceError, PresenceState
 ACTOR_PREFIX = "herd/presence/"
 PEER_TIMEOUT_S = 1.0
 LIVENESS_EVERY_S = 0.2
+#: A peer whose datagram acknowledgement is younger than this is kept up to date by datagrams
+#: alone; otherwise the Ray call goes too.
+DATAGRAMS_TRUSTED_S = 1.0
+CHANNEL_RETRY_S = 5.0
 
 log = get_logger("herd.presence")
 
@@ -66,6 +75,10 @@ class PresenceTracker:
         self.peers: dict[str, Any] = {}
         self.acked: dict[str, Clock | None] = {}
         self.in_flight: set[str] = set()
+        self.channel: DatagramChannel | None = None
+        self.channel_tried_at = float("-inf")
+        self.addresses: dict[str, Address] = {}  # peers' datagram addresses
+        self.datagram_acked_at: dict[str, float] = {}
         self.pubsub = PubSubNode.options(**node_actor_options(node_id)).remote(node_id)
         self.loop: asyncio.Task[None] | None = None
         self.checked_at = 0.0
@@ -74,6 +87,7 @@ class PresenceTracker:
 
     async def ready(self) -> dict[str, Any]:
         if self.loop is None:
+            await self._open_channel()
             self.loop = asyncio.get_running_loop().create_task(self._beat_forever())
             me = ray.get_runtime_context().current_actor
             membership = await AsyncMembership.get()
@@ -87,6 +101,7 @@ class PresenceTracker:
         if isinstance(event, NodeDown):
             self.peers.pop(event.node_id, None)
             self.acked.pop(event.node_id, None)
+            self.addresses.pop(event.node_id, None)
             self.state.drop_replica(event.node_id)
             self._publish()
             log.info("presence_node_down", presence=self.name, node_id=event.node_id)
@@ -115,11 +130,14 @@ class PresenceTracker:
                 log.warning("presence_beat_failed", presence=self.name, error=repr(exc))
 
     async def _beat(self) -> None:
-        for node_id in list(self.peers):
-            if node_id not in self.in_flight:
-                self.in_flight.add(node_id)
-                self._spawn(self._gossip(node_id))
         now = time.monotonic()
+        if self.channel is None and now - self.channel_tried_at >= CHANNEL_RETRY_S:
+            await self._open_channel()
+        for node_id in list(self.peers):
+            if self._gossip_datagram(node_id, now) or node_id in self.in_flight:
+                continue
+            self.in_flight.add(node_id)
+            self._spawn(self._gossip(node_id))
         if now - self.checked_at >= LIVENESS_EVERY_S:
             self.checked_at = now
             await self._check_liveness()
@@ -127,13 +145,16 @@ class PresenceTracker:
 
     async def _gossip(self, node_id: str) -> None:
         try:
-            payload = self.state.payload_for(self.acked.get(node_id))
+            payload = self._payload(node_id)
             handle = self.peers.get(node_id)
             if handle is None:
                 return
-            clock = await aget(handle.receive.remote(payload), PEER_TIMEOUT_S, "presence gossip")
+            clock, address = await aget(handle.receive.remote(payload), PEER_TIMEOUT_S,
+                                        "presence gossip")
             if node_id in self.peers:
                 self.acked[node_id] = clock
+                if address is not None:
+                    self.addresses[node_id] = (str(address[0]), int(address[1]))
         except (HerdError, RayError):
             pass  # unreachable for now: the next heartbeat tries again from the same clock
         finally:
@@ -161,8 +182,58 @@ class PresenceTracker:
         task.add_done_callback(self.tasks.discard)
 
     # ------------------------------------------------------------------ peers
-    async def receive(self, payload: dict[str, Any]) -> Clock | None:
-        return self.state.apply(payload)
+    async def receive(self, payload: dict[str, Any]) -> tuple[Clock | None, Address | None]:
+        """A peer's gossip through Ray: this tracker's clock of the sender (what to acknowledge)
+        and this tracker's datagram address (where to gossip from now on)."""
+        self._learn_address(payload)
+        return self.state.apply(payload), self.channel.address if self.channel else None
+
+    # ------------------------------------------------------------------ datagrams
+    async def _open_channel(self) -> None:
+        """Open this tracker's datagram socket on its node's address; without one (the GCS KV
+        did not answer, no such address) it gossips through Ray alone and tries again later."""
+        self.channel_tried_at = time.monotonic()
+        try:
+            key = await shared_key(f"presence/{self.name}")
+            self.channel = await DatagramChannel.open(ray.util.get_node_ip_address(), key,
+                                                      self._on_datagram)
+        except (HerdError, RayError, OSError, RuntimeError) as exc:
+            log.warning("presence_datagrams_unavailable", presence=self.name, error=repr(exc))
+
+    def _payload(self, node_id: str) -> dict[str, Any]:
+        payload = self.state.payload_for(self.acked.get(node_id))
+        if self.channel is not None:
+            payload["reply_to"] = self.channel.address
+        return payload
+
+    def _learn_address(self, payload: dict[str, Any]) -> None:
+        reply_to = payload.get("reply_to")
+        if reply_to is not None and payload["replica"] in self.peers:
+            self.addresses[payload["replica"]] = (str(reply_to[0]), int(reply_to[1]))
+
+    def _gossip_datagram(self, node_id: str, now: float) -> bool:
+        """Send ``node_id`` its payload as a datagram; True when datagrams alone keep that peer
+        up to date (its recent acknowledgements say they arrive)."""
+        address = self.addresses.get(node_id)
+        if self.channel is None or address is None:
+            return False
+        sent = self.channel.send(address, ("gossip", self._payload(node_id)))
+        acked_at = self.datagram_acked_at.get(node_id, float("-inf"))
+        return sent and now - acked_at < DATAGRAMS_TRUSTED_S
+
+    def _on_datagram(self, message: Any, sender: Address) -> None:
+        kind, body = message
+        if kind == "gossip":
+            self._learn_address(body)
+            clock = self.state.apply(body)
+            if self.channel is not None:
+                self.channel.send(self.addresses.get(body["replica"], sender),
+                                  ("ack", (self.node_id, clock)))
+        elif kind == "ack":
+            node_id, clock = body
+            if node_id in self.peers:
+                self.acked[node_id] = clock
+                self.datagram_acked_at[node_id] = time.monotonic()
 
     # ------------------------------------------------------------------ clients
     async def track(self, pid: str, topic: str, key: str, meta: Any, update: bool,
@@ -211,4 +282,5 @@ class PresenceTracker:
         return {"node_id": self.node_id, "incarnation": self.state.own.incarnation,
                 "version": self.state.own.version, "peers": sorted(self.peers),
                 "acked": dict(self.acked), "down": sorted(self.state.down),
-                "entries": sum(1 for _ in self.state.entries()), "diffs_sent": self.diffs_sent}
+                "entries": sum(1 for _ in self.state.entries()), "diffs_sent": self.diffs_sent,
+                "datagrams": dict(self.channel.counts) if self.channel else None}

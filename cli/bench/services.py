@@ -1,8 +1,9 @@
 """``herd bench services``: presence, the cache and erpc on one isolated-node cluster (head +
 3 workers, each in its own network namespace; health checks 1000/1000 ms x 5), in one run:
 
-* presence: convergence of every tracker after a node joins, after a 1 s partition heals, and
-  how long a SIGKILLed node's entries outlive its ``NodeDown`` (p50/p99);
+* presence: convergence of every tracker after a node joins, of the cut-off node's tracker after
+  a 1 s partition heals (timed on that node), and how long a SIGKILLed node's entries outlive
+  its ``NodeDown`` (p50/p99);
 * diff fan-out: one presence diff to 1 000 listeners (250 per node), next to one
   ``PubSub.publish`` from the driver to the same listeners;
 * cache ``get``: replicated hit (an in-process read) vs a plain Ray actor holding a dict vs
@@ -40,6 +41,25 @@ WAIT_S = 60.0
 class _Member:
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=0)
+class _DigestWatcher:
+    """On one node: when its tracker's digest reaches a given one (the wall-clock time). The
+    bench asks it rather than calling the tracker itself: a call from the driver to a node
+    that was just cut off may wait out TCP's retransmission backoff on the driver's own
+    connection, which would time the measurement, not the presence."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    async def until(self, digest: list[Any], timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await rpc.aget(self.tracker.digest.remote(), 5, "digest") == digest:
+                return time.time()
+            await asyncio.sleep(0.002)
+        return float("nan")
 
 
 @ray.remote(num_cpus=0)
@@ -101,13 +121,18 @@ def _presence_rounds(cluster: Any, presence: Presence, rounds: int) -> dict[str,
                    what="converged after the join")
         join_s.append(time.monotonic() - seen)
         cut = cluster.nodes[2]
+        watcher = _DigestWatcher.options(**pinned_options(cut.node_id)).remote(
+            presence.tracker(cut.node_id))
+        rpc.get(watcher.until.remote([], 0), timeout=WAIT_S)  # running before the cut
         cluster.partition(cut)
         presence.track(member, TOPIC, f"cut-{n}", {"n": n})
         time.sleep(1.0)  # the partition, shorter than failure detection
+        majority = rpc.get(presence.tracker(node.node_id).digest.remote(), timeout=WAIT_S)
         cluster.heal(cut)
-        healed = time.monotonic()
+        healed = time.time()
+        seen = rpc.get(watcher.until.remote(majority, WAIT_S), timeout=WAIT_S + 5)
+        heal_s.append(seen - healed)
         wait_until(lambda: _converged(presence), WAIT_S, interval=0.01, what="converged")
-        heal_s.append(time.monotonic() - healed)
         with membership.watch() as watch:
             killed = time.monotonic()
             cluster.kill_node(node)

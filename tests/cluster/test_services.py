@@ -255,6 +255,9 @@ def test_partitioned_node_and_majority_converge_after_heal(cluster: LocalCluster
     assert {"b", "b-cut", "c-cut"} <= keys and "d" not in keys, keys
     assert isolated.node_id in {n.node_id for n in Membership.get().nodes()}  # not declared dead
     assert converged_s < 5.0, f"converged {converged_s:.2f} s after the heal"
+    # the trackers gossip by signed datagrams once they know each other's address
+    counts = ray.get(presence.tracker(isolated.node_id).stats.remote(), timeout=WAIT_S)["datagrams"]
+    assert counts["received"] > 0 and counts["rejected"] == 0, counts
 
 
 # ---------------------------------------------------------------------------------- cache
