@@ -24,6 +24,7 @@ from herd.platform.validation import format_validation_error
 from herd.platform.waiting import time_left
 from herd.registry import Registry
 from herd.registry.connection import named
+from herd.registry.errors import NotRegistered
 from herd.supervisors import ChildAlreadyStarted, ChildSpec, DynamicSupervisor
 from herd.supervisors.errors import ChildNotFound
 from herd.supervisors.fencing import Superseded
@@ -37,6 +38,11 @@ __all__ = ["RETRYABLE", "Router"]
 RETRYABLE = (ChildNotFound, Fenced, Superseded, WrongExpectedVersion, ActorDiedError,
              ActorUnavailableError)
 RETRY_BASE_S = 0.02
+#: How long a command whose aggregate's holder died waits for the supervisor to register its
+#: new holder (a failover moves it) before starting the aggregate itself.
+MOVE_WAIT_S = 3.0
+#: The most aggregates remembered as moving (their dead holder) at once.
+MOVING_MAX = 100_000
 
 
 class Router:
@@ -47,6 +53,7 @@ class Router:
         self.name = spec.name
         self.supervisor = supervisor
         self.registry = Registry.get(supervisor.config.registry)
+        self._moving: dict[str, Any] = {}  # name -> the handle of its holder that died
 
     # ------------------------------------------------------------------------ commands
     def command(self, data: Command | dict[str, Any]) -> Command:
@@ -110,12 +117,15 @@ class Router:
                 raise HerdTimeoutError(f"command to {command.aggregate_id}: no answer in "
                                        f"time") from None
             except RETRYABLE as exc:
+                moved = False
                 if _stale_record(exc):
                     name = self._name(command)
-                    self._forget(name, await self.registry.aio.entry(
-                        name, timeout=time_left(deadline)))
+                    record = await self.registry.aio.entry(name, timeout=time_left(deadline))
+                    self._forget(name, record)
+                    moved = self._note_move(name, record, exc)
                 attempt = self._next_attempt(command, exc, attempt, deadline)
-                await asyncio.sleep(backoff_s(attempt, RETRY_BASE_S, 0.5))
+                if not moved:  # a moved aggregate's next attempt waits for its new holder
+                    await asyncio.sleep(backoff_s(attempt, RETRY_BASE_S, 0.5))
 
     def query(self, aggregate: type[Aggregate] | str, aggregate_id: str,
               timeout: float | None = None) -> dict[str, Any]:
@@ -157,7 +167,9 @@ class Router:
         move must not wait for each other); the call goes out coalesced with the others in
         flight to the same host (``HostBatcher``)."""
         name = self._name(target)
-        if self.registry.cached(name):  # a dict read: no coroutine needed
+        if name in self._moving:
+            record = await self._new_holder(name, self._moving.pop(name), deadline)
+        elif self.registry.cached(name):  # a dict read: no coroutine needed
             record = self.registry.entry(name)
         else:
             record = await self.registry.aio.entry(name, timeout=time_left(deadline))
@@ -166,6 +178,28 @@ class Router:
                                         _args(target), {}, time_left(deadline))
         await rpc.blocking(self._start_instance, *_target(self, target), deadline)
         raise ChildNotFound(f"{name} is starting")
+
+    def _note_move(self, name: str, record: Any, exc: BaseException) -> bool:
+        """After ``exc``: True when the aggregate's holder died (its next attempt then waits
+        for the holder the supervisor's failover registers, or finds it registered already),
+        False when the retry should back off."""
+        if not isinstance(exc, ActorDiedError):
+            return False
+        if _routable(record) and record.handle._actor_id.hex() != exc.actor_id:
+            return True  # the record looked up now names another holder: try it at once
+        if len(self._moving) >= MOVING_MAX:
+            self._moving.pop(next(iter(self._moving)))
+        self._moving[name] = record.handle if _routable(record) else None
+        return True
+
+    async def _new_holder(self, name: str, dead: Any, deadline: float) -> Any:
+        """The record of ``name``'s next holder (not ``dead``; None: any) once registered;
+        None if none is within ``MOVE_WAIT_S`` (the caller then starts the aggregate)."""
+        try:
+            return await self.registry.aio.wait_for(
+                name, exclude=dead, timeout=min(MOVE_WAIT_S, time_left(deadline)))
+        except NotRegistered:
+            return None
 
     def _name(self, target: Command | _Probe) -> str:
         type_name, aggregate_id = _target(self, target)
