@@ -29,6 +29,8 @@ from herd.platform.gcs import nodes
 from herd.platform.pubsub import Listener, PubSub
 from herd.platform.waiting import deadline_in, time_left
 from herd.registry import Registry
+from herd.replication.federation.config import Federation
+from herd.replication.presence_federation import start_bridge
 from herd.replication.presence_state import NotTracked, PresenceError
 from herd.replication.presence_tracker import PresenceTracker, diff_topic, tracker_options
 
@@ -72,13 +74,20 @@ class Presence:
 
     @classmethod
     def start(cls, name: str, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
-              timeout: float | None = None) -> Presence:
+              timeout: float | None = None, federation: Federation | None = None) -> Presence:
         """Start (or join) the trackers of ``name`` on every live node and wait until each
-        runs."""
+        runs. With ``federation`` (this cluster's, as its gateway was started with), also the
+        bridge that shares the entries with the other regions' clusters of the same presence
+        (``herd.replication.presence_federation``; start it in each cluster)."""
         presence = cls(name, heartbeat_ms, timeout)
         deadline = deadline_in(presence.timeout)
         refs = [presence.tracker(n.node_id).ready.remote() for n in nodes() if n.alive]
         rpc.get(refs, timeout=time_left(deadline), what=f"presence {name} start")
+        if federation is not None:
+            if not isinstance(federation, Federation):
+                raise ConfigError("must be a herd.replication.federation.Federation",
+                                  source="presence", field="federation", value=federation)
+            start_bridge(presence.name, federation, heartbeat_ms, timeout=time_left(deadline))
         return presence
 
     def tracker(self, node_id: str) -> Any:

@@ -79,6 +79,7 @@ class PresenceTracker:
         self.channel_tried_at = float("-inf")
         self.addresses: dict[str, Address] = {}  # peers' datagram addresses
         self.datagram_acked_at: dict[str, float] = {}
+        self.remote: set[str] = set()  # replicas of other clusters (the federation bridge's)
         self.pubsub = PubSubNode.options(**node_actor_options(node_id)).remote(node_id)
         self.loop: asyncio.Task[None] | None = None
         self.checked_at = 0.0
@@ -187,6 +188,31 @@ class PresenceTracker:
         and this tracker's datagram address (where to gossip from now on)."""
         self._learn_address(payload)
         return self.state.apply(payload), self.channel.address if self.channel else None
+
+    # ------------------------------------------------------------------ federation
+    async def export(self) -> dict[str, Any]:
+        """This tracker's own part (clock and every entry), for the federation bridge
+        (``herd.replication.presence_federation``)."""
+        return self.state.payload_for(None)
+
+    async def import_remote(self, parts: dict[str, dict[str, Any]]) -> int:
+        """Merge the other regions' replica parts (``export``s, by replica) the bridge read,
+        and drop the remote replicas no longer among them; how many parts changed."""
+        changed = 0
+        for replica, part in parts.items():
+            if replica in self.peers or replica == self.node_id:
+                continue  # a node of this cluster: its tracker gossips it
+            known = self.state.parts.get(replica)
+            if known is None or known.clock != tuple(part["clock"]):
+                self.state.apply({**part, "replica": replica, "clock": tuple(part["clock"])})
+                changed += 1
+        for replica in self.remote - set(parts):
+            self.state.drop_replica(replica)
+            changed += 1
+        self.remote = set(parts) - set(self.peers) - {self.node_id}
+        if changed:
+            self._publish()
+        return changed
 
     # ------------------------------------------------------------------ datagrams
     async def _open_channel(self) -> None:

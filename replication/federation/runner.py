@@ -16,6 +16,10 @@ Control API: ``POST /call`` with ``{"op": ..., ...}``; answers ``{"result": ...}
 * ``{"op": "timed", ...}``: a ``store`` call and when it started and returned
 * ``{"op": "await_value", "store", "key", "value", "timeout"}``: when the value arrived here
 * ``{"op": "write_burst", "store", "count", "threads"}``: local write throughput
+* ``{"op": "start_presence", "name"}``: presence ``name`` with its federation bridge
+* ``{"op": "presence_track", "name", "topic", "key", "meta"}``: a new actor of this region,
+  tracked under ``key``; answers its actor id
+* ``{"op": "presence_list", "name", "topic"}``, ``{"op": "presence_kill", "pid"}``
 * ``{"op": "gateway_status"}``, ``{"op": "ping"}``
 """
 
@@ -32,18 +36,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from herd.platform.errors import ClusterError, ConfigError, HerdTimeoutError
 from herd.platform.local import LocalCluster
 from herd.platform.logging import get_logger
 from herd.replication.federation.config import Federation
 from herd.replication.federation.gateway import gateway_status, start_gateway
 from herd.replication.federation.transport import gateway_transport_spec
+from herd.replication.presence import Presence
 from herd.replication.store import ReplicatedStore
 
 log = get_logger("herd.federation.runner")
 
+CALL_TIMEOUT_S = 30.0
 STORE_METHODS = frozenset({"put", "get", "delete", "items", "status", "incr", "add", "remove"})
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+@ray.remote(num_cpus=0)
+class _Tracked:
+    """A process for presence to track (``presence_track``)."""
+
+    def ping(self) -> bool:
+        return True
 
 
 class RegionRunner:
@@ -55,6 +71,7 @@ class RegionRunner:
         self.cluster = LocalCluster(nodes=nodes, regions=[region], run_dir=run_dir / "cluster",
                                     start=False)
         self.stores: dict[str, ReplicatedStore] = {}
+        self.tracked: dict[str, Any] = {}  # actor id -> a process tracked by presence_track
         self.ready = threading.Event()
         self.stopping = threading.Event()
 
@@ -92,6 +109,8 @@ class RegionRunner:
             return self._await_value(request)
         if op == "write_burst":
             return self._write_burst(request)
+        if op.startswith("presence_") or op == "start_presence":
+            return self._presence_call(op, request)
         raise ConfigError("unknown control op", field="op", value=op)
 
     def _store_call(self, request: dict[str, Any]) -> Any:
@@ -135,6 +154,25 @@ class RegionRunner:
         self.stores[name] = ReplicatedStore.start(name, regions=sorted(self.federation.regions),
                                                   remote_regions=remote, **options)
         return {"store": name, "region": self.region}
+
+    def _presence_call(self, op: str, request: dict[str, Any]) -> Any:
+        if op == "start_presence":
+            Presence.start(str(request["name"]), federation=self.federation)
+            return {"presence": request["name"], "region": self.region}
+        if op == "presence_kill":
+            ray.kill(self.tracked.pop(str(request["pid"])), no_restart=True)
+            return True
+        presence = Presence(str(request["name"]))
+        if op == "presence_list":
+            return presence.list(str(request["topic"]))
+        if op == "presence_track":
+            member = _Tracked.remote()
+            ray.get(member.ping.remote(), timeout=CALL_TIMEOUT_S)  # placed: its node is known
+            pid = str(member._actor_id.hex())
+            self.tracked[pid] = member
+            presence.track(member, str(request["topic"]), str(request["key"]), request.get("meta"))
+            return pid
+        raise ConfigError("unknown control op", field="op", value=op)
 
     def _store(self, name: str) -> ReplicatedStore:
         if name not in self.stores:

@@ -38,6 +38,7 @@ pytestmark = [
 EAST, WEST = "us-east", "us-west"
 STORE = "fed-carts"
 TALLY = "fed-tally"
+ROOM = "fed-room"
 CONVERGE_S = 45.0
 
 
@@ -90,6 +91,33 @@ def test_a_write_crosses_the_federation(regions: FederatedRegions) -> None:
     status = regions[EAST].call("gateway_status")
     assert status["tls"] is True
     assert status["peers"][WEST]["sent"] > 0
+
+
+def presence_view(fed: FederatedRegions, region: str, expected: dict[str, Any]) -> None:
+    """Wait (within CONVERGE_S) until ``region``'s presence shows exactly ``expected``."""
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        seen = fed[region].call("presence_list", name=ROOM, topic="lobby")
+        if seen == expected:
+            return
+        assert time.monotonic() < deadline, f"{region} shows {seen}, not {expected}"
+        time.sleep(0.1)
+
+
+def test_presence_crosses_the_federation_and_leaves_with_its_process(
+        regions: FederatedRegions) -> None:
+    regions.on_all("start_presence", name=ROOM)
+    alice = regions[EAST].call("presence_track", name=ROOM, topic="lobby", key="alice",
+                               meta={"from": EAST})
+    presence_view(regions, WEST, {"alice": [{"from": EAST}]})
+    regions[WEST].call("presence_track", name=ROOM, topic="lobby", key="bob",
+                       meta={"from": WEST})
+    both = {"alice": [{"from": EAST}], "bob": [{"from": WEST}]}
+    presence_view(regions, EAST, both)
+    presence_view(regions, WEST, both)
+    regions[EAST].call("presence_kill", pid=alice)  # Ray reports it dead: it leaves everywhere
+    presence_view(regions, WEST, {"bob": [{"from": WEST}]})
+    presence_view(regions, EAST, {"bob": [{"from": WEST}]})
 
 
 def test_partition_concurrent_writes_converge_without_losing_acks(
