@@ -7,7 +7,7 @@ Each round (``interval_ms``) the bridge:
 
 * asks each live node's tracker for its own part (``export``: clock and entries) and writes it,
   when its clock changed, under ``<region>|<node id>``; a key of this region whose node is no
-  longer alive is deleted (the other regions then drop that node's entries);
+  longer alive is deleted, whoever wrote it (the other regions then drop that node's entries);
 * reads the store's keys of the other regions and gives them to every local tracker
   (``import_remote``), which merges each as a replica part of its own (a newer clock replaces
   it, an unchanged one costs nothing) and drops the remote replicas that are no longer listed.
@@ -98,10 +98,11 @@ class PresenceBridge:
                 continue
             await rpc.blocking(self.store.put, key, part)
             self.written[key] = part["clock"]
-        for key in [k for k in self.written if k.split("|", 1)[1] not in live]:
-            await rpc.blocking(self.store.delete, key)
-            del self.written[key]
         items = await rpc.blocking(self.store.items)
+        own = f"{self.region}|"
+        for key in [k for k in items if k.startswith(own) and k[len(own):] not in live]:
+            await rpc.blocking(self.store.delete, key)  # also those of a bridge before a restart
+            self.written.pop(key, None)
         remote = {key.split("|", 1)[1]: part for key, part in items.items()
                   if not key.startswith(f"{self.region}|")}
         await asyncio.gather(
