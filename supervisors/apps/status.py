@@ -2,7 +2,8 @@
 
 :func:`status` gathers it (JSON-ready: unknown values are ``None``); :func:`render` turns it into
 lines a person reads (unknown values shown as ``-``, durations as ``12.3 s`` / ``4 min 5 s``).
-A stopped supervisor shows as ``stopped`` with its reason (which child, which intensity).
+A stopped supervisor shows as ``stopped`` with its reason (which child, which intensity); one whose
+actor Ray is restarting (its node or process died) as ``restarting`` until its children are back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from herd.platform.errors import HerdError
 from herd.registry import Registration, Registry
 from herd.supervisors.apps.app import app_record, running_apps
 from herd.supervisors.dynamic.supervisor import DynamicSupervisor
-from herd.supervisors.errors import SupervisorError, SupervisorStopped
+from herd.supervisors.errors import SupervisorError, SupervisorRestarting, SupervisorStopped
 from herd.supervisors.otp.info import ChildInfo
 from herd.supervisors.otp.supervisor import Supervisor
 
@@ -48,11 +49,13 @@ def _app(name: str, regions: dict[str, str | None]) -> Row:
         try:
             reason, children = (_dynamic(sup["name"]) if sup["kind"] == "dynamic"
                                 else _static(sup["name"], regions))
+            state = "running" if reason is None else "stopped"
+        except SupervisorRestarting:  # Ray restarted its actor; its children come back shortly
+            state, reason, children = "restarting", None, []
         except (SupervisorStopped, SupervisorError) as exc:
-            reason, children = str(exc), []
-        sups.append({"name": sup["name"], "kind": sup["kind"],
-                     "status": "running" if reason is None else "stopped", "reason": reason,
-                     "children": children})
+            state, reason, children = "stopped", str(exc), []
+        sups.append({"name": sup["name"], "kind": sup["kind"], "status": state,
+                     "reason": reason, "children": children})
     started = record.get("started_at")
     return {"app": name, "source": record.get("source"), "started_at": started,
             "uptime_s": _since(started), "supervisors": sups}
