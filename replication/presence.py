@@ -32,7 +32,7 @@ from herd.registry import Registry
 from herd.replication.federation.config import Federation
 from herd.replication.presence_federation import start_bridge
 from herd.replication.presence_state import NotTracked, PresenceError
-from herd.replication.presence_tracker import PresenceTracker, diff_topic, tracker_options
+from herd.replication.presence_tracker import diff_topic, tracker_handle
 
 DEFAULT_HEARTBEAT_MS = 100
 DIFF_METHOD = "on_presence_diff"
@@ -94,9 +94,8 @@ class Presence:
         """The tracker of ``node_id`` (get-or-create)."""
         handle = self._trackers.get(node_id)
         if handle is None:
-            handle = PresenceTracker.options(**tracker_options(self.name, node_id)).remote(
-                self.name, node_id, self.heartbeat_ms)
-            self._trackers[node_id] = handle
+            handle = self._trackers[node_id] = tracker_handle(self.name, node_id,
+                                                              self.heartbeat_ms)
         return handle
 
     def _local(self) -> Any:

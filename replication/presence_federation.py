@@ -29,7 +29,7 @@ from herd.platform.gcs import anodes
 from herd.platform.logging import get_logger
 from herd.replication.federation.config import Federation
 from herd.replication.federation.transport import gateway_transport_spec
-from herd.replication.presence_tracker import PresenceTracker, tracker_options
+from herd.replication.presence_tracker import tracker_handle
 from herd.replication.store import ReplicatedStore
 
 __all__ = ["PresenceBridge", "bridge_name", "federation_store", "start_bridge"]
@@ -69,7 +69,6 @@ class PresenceBridge:
             remote_regions={peer: gateway_transport_spec() for peer in peers})
         self.written: dict[str, Any] = {}  # key -> the clock written under it
         self.trackers: dict[str, Any] = {}
-        self.rounds = 0
         self.loop: asyncio.Task[None] | None = None
 
     async def ready(self) -> dict[str, Any]:
@@ -81,7 +80,6 @@ class PresenceBridge:
         while True:
             try:
                 await self._round()
-                self.rounds += 1
             except Exception as exc:  # one failed round must not end the bridge
                 log.warning("presence_bridge_round_failed", presence=self.name,
                             error=repr(exc))
@@ -104,7 +102,7 @@ class PresenceBridge:
             await rpc.blocking(self.store.delete, key)  # also those of a bridge before a restart
             self.written.pop(key, None)
         remote = {key.split("|", 1)[1]: part for key, part in items.items()
-                  if not key.startswith(f"{self.region}|")}
+                  if not key.startswith(own)}
         await asyncio.gather(
             *(rpc.aget(self._tracker(n).import_remote.remote(remote), CALL_TIMEOUT_S,
                        "presence import") for n in live), return_exceptions=True)
@@ -112,13 +110,9 @@ class PresenceBridge:
     def _tracker(self, node_id: str) -> Any:
         handle = self.trackers.get(node_id)
         if handle is None:
-            handle = self.trackers[node_id] = PresenceTracker.options(
-                **tracker_options(self.name, node_id)).remote(self.name, node_id,
-                                                              self.heartbeat_ms)
+            handle = self.trackers[node_id] = tracker_handle(self.name, node_id,
+                                                             self.heartbeat_ms)
         return handle
-
-    async def stats(self) -> dict[str, Any]:
-        return {"region": self.region, "rounds": self.rounds, "written": sorted(self.written)}
 
 
 def start_bridge(name: str, federation: Federation, heartbeat_ms: int,

@@ -107,9 +107,8 @@ class PresenceTracker:
             self._publish()
             log.info("presence_node_down", presence=self.name, node_id=event.node_id)
         elif event.node_id not in self.peers and event.node_id not in self.state.down:
-            self.peers[event.node_id] = PresenceTracker.options(
-                **tracker_options(self.name, event.node_id)).remote(
-                    self.name, event.node_id, int(self.heartbeat_s * 1000))
+            self.peers[event.node_id] = tracker_handle(self.name, event.node_id,
+                                                       int(self.heartbeat_s * 1000))
             self._spawn(self._wake(event.node_id))
 
     async def _wake(self, node_id: str) -> None:
@@ -274,9 +273,8 @@ class PresenceTracker:
                 raise PresenceError(f"actor {pid} is dead: it cannot be tracked")
             node_id = status.node_id or self.node_id
         if node_id != self.node_id:
-            peer = self.peers.get(node_id) or PresenceTracker.options(
-                **tracker_options(self.name, node_id)).remote(
-                    self.name, node_id, int(self.heartbeat_s * 1000))
+            peer = self.peers.get(node_id) or tracker_handle(self.name, node_id,
+                                                             int(self.heartbeat_s * 1000))
             forwarded: str = await aget(peer.track.remote(pid, topic, key, meta, update, node_id),
                                         PEER_TIMEOUT_S * 10, "presence track")
             return forwarded
@@ -310,3 +308,9 @@ class PresenceTracker:
                 "acked": dict(self.acked), "down": sorted(self.state.down),
                 "entries": sum(1 for _ in self.state.entries()), "diffs_sent": self.diffs_sent,
                 "datagrams": dict(self.channel.counts) if self.channel else None}
+
+
+def tracker_handle(name: str, node_id: str, heartbeat_ms: int) -> Any:
+    """The tracker of presence ``name`` on ``node_id`` (created if it does not run yet)."""
+    return PresenceTracker.options(**tracker_options(name, node_id)).remote(name, node_id,
+                                                                            heartbeat_ms)
